@@ -1,0 +1,79 @@
+"""Trilinear interpolation (MinkowskiEngine's `interpolate`) against a brute-force loop."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from unsup3d.models.interpolate import trilinear_interpolate
+
+
+def _reference(feats: torch.Tensor, coords: torch.Tensor, stride: int, query: torch.Tensor) -> torch.Tensor:
+    table = {tuple(c): i for i, c in enumerate(coords.tolist())}
+    out = torch.zeros(query.shape[0], feats.shape[1], dtype=torch.float64)
+    for n, (b, *q) in enumerate(query.tolist()):
+        lb = [stride * math.floor(v / stride) for v in q]
+        for d in itertools.product((0, 1), repeat=3):
+            corner = [lo + di * stride for lo, di in zip(lb, d)]
+            i = table.get((b, *corner))
+            if i is None:
+                continue
+            w = math.prod(1 - abs(v - c) / stride for v, c in zip(q, corner))
+            out[n] += w * feats[i].double()
+    return out
+
+
+@pytest.mark.parametrize("stride", [2, 4, 16])
+def test_matches_brute_force(stride: int) -> None:
+    g = torch.Generator().manual_seed(stride)
+    query = torch.cat([torch.randint(0, 2, (300, 1), generator=g),
+                       torch.randint(-40, 40, (300, 3), generator=g)], dim=1)
+    parents = torch.cat([query[:, :1], torch.div(query[:, 1:], stride, rounding_mode="floor") * stride], 1)
+    # The coarse tensor: every query's parent (as a strided conv makes) plus some extra cells.
+    extra = torch.cat([torch.randint(0, 2, (100, 1), generator=g),
+                       torch.randint(-3, 3, (100, 3), generator=g) * stride], dim=1)
+    coords = torch.unique(torch.cat([parents, extra]), dim=0)
+    coords = coords[torch.randperm(coords.shape[0], generator=g)]
+    feats = torch.randn(coords.shape[0], 5, generator=g)
+    out = trilinear_interpolate(feats, coords.int(), stride, query.int())
+    torch.testing.assert_close(out.double(), _reference(feats, coords, stride, query), rtol=1e-5, atol=1e-6)
+
+
+def test_stride_one_is_identity_and_batches_are_separate() -> None:
+    coords = torch.tensor([[0, 0, 0, 0], [0, 1, 0, 0], [1, 0, 0, 0], [1, 5, 5, 5]], dtype=torch.int32)
+    feats = torch.arange(8.0).reshape(4, 2)
+    out = trilinear_interpolate(feats, coords, 1, coords.flip(0))
+    torch.testing.assert_close(out, feats.flip(0))
+    # Batch 1 has no voxel at (1, 0, 0): batch 0's must not leak in.
+    out = trilinear_interpolate(feats, coords, 1, torch.tensor([[1, 1, 0, 0]], dtype=torch.int32))
+    torch.testing.assert_close(out, torch.zeros(1, 2))
+
+
+def test_cell_centre_averages_the_eight_corners() -> None:
+    corners = torch.tensor(list(itertools.product((0, 4), repeat=3)))
+    coords = torch.cat([torch.zeros(8, 1, dtype=torch.long), corners], 1).int()
+    feats = torch.randn(8, 3)
+    out = trilinear_interpolate(feats, coords, 4, torch.tensor([[0, 2, 2, 2]], dtype=torch.int32))
+    torch.testing.assert_close(out[0], feats.mean(0))
+    # A missing corner is dropped without renormalising (MinkowskiEngine 0.5).
+    out = trilinear_interpolate(feats[1:], coords[1:], 4, torch.tensor([[0, 2, 2, 2]], dtype=torch.int32))
+    torch.testing.assert_close(out[0], feats[1:].sum(0) / 8)
+
+
+def test_gradient_flows_to_coarse_features() -> None:
+    coords = torch.tensor([[0, 0, 0, 0], [0, 2, 0, 0]], dtype=torch.int32)
+    feats = torch.randn(2, 3, requires_grad=True)
+    trilinear_interpolate(feats, coords, 2, torch.tensor([[0, 1, 0, 0]], dtype=torch.int32)).sum().backward()
+    torch.testing.assert_close(feats.grad, torch.full((2, 3), 0.5))
+
+
+def test_bad_shapes_raise() -> None:
+    with pytest.raises(ValueError, match=r"\(N, 4\)"):
+        trilinear_interpolate(torch.zeros(2, 1), torch.zeros(2, 3, dtype=torch.int32), 2,
+                              torch.zeros(1, 4, dtype=torch.int32))
+    with pytest.raises(ValueError, match="stride"):
+        trilinear_interpolate(torch.zeros(2, 1), torch.zeros(2, 4, dtype=torch.int32), 0,
+                              torch.zeros(1, 4, dtype=torch.int32))
