@@ -1,0 +1,289 @@
+"""Unsupervised tracking of LiDAR clusters across frames: STSSL Sec. 3.1, Eq. 1.
+
+Clusters of consecutive frames are matched by the Hungarian algorithm on the matching degree matrix
+``D = D_loc + alpha * D_feat`` (STSSL Eq. 1). What the paper leaves out follows the authors' release
+(``data_preprocessing/TrackClass.py``):
+
+- only consecutive frames are linked, and a track that finds no match in a frame ends (``max_gap=0``);
+  ``max_gap=N`` is our option to bridge up to N missing frames;
+- only clusters of ``min_points``..``max_points`` points (200..20,000) take part;
+- gate: a cluster whose nearest centre in the other frame is more than ``gate`` (5 m) away takes no
+  part in the matching; the matrix is built over the clusters that pass;
+- ``D_loc`` and ``D_feat`` are each min-max normalised over that matrix before they are summed.
+
+Where we depart from the release: a pair whose centres are more than ``gate`` apart can never match
+(the release only gates each cluster by its nearest centre, so the assignment it forces on the
+remaining clusters can pair two clusters 5+ m apart); ``D_feat`` is the cosine distance between
+L2-normalised mean point features (the release: Euclidean distance between projection-head outputs);
+a constant matrix (one entry, or all entries equal) normalises to zeros, where the release divides by
+zero except in the 1x1 case.
+
+Points must be in one common frame for ``D_loc`` to mean anything across frames. The paper uses no
+poses (its tracker sees each scan in its own sensor frame, where static clusters move by the ego
+motion, about 1 m a frame at 10 Hz); :func:`to_world` applies poses (e.g. from
+``semantic_kitti.read_poses``) so that static clusters stand still.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from scipy.spatial.distance import cdist
+
+from unsup3d.data.tracking_stats import frame_pairs, matched_pairs, track_lengths, tracking_stats
+
+__all__ = [
+    "ClusterSummary",
+    "cost_matrix",
+    "frame_pairs",
+    "match_clusters",
+    "matched_pairs",
+    "summarize_clusters",
+    "to_world",
+    "track_lengths",
+    "track_sequence",
+    "tracking_stats",
+]
+
+
+def to_world(points: Sequence[np.ndarray], poses: np.ndarray) -> list[np.ndarray]:
+    """Map each frame's xyz by its ``(4, 4)`` pose (sensor -> common frame); other columns are kept.
+
+    ``poses`` is ``(T, 4, 4)`` with ``T == len(points)``, e.g. ``semantic_kitti.read_poses(...)``.
+    """
+    poses = np.asarray(poses, dtype=np.float64)
+    if poses.ndim != 3 or poses.shape[1:] != (4, 4) or len(poses) != len(points):
+        raise ValueError(f"to_world: need poses of shape ({len(points)}, 4, 4), got {poses.shape}")
+    out = []
+    for t, (frame, pose) in enumerate(zip(points, poses, strict=True)):
+        frame = np.asarray(frame)
+        if frame.ndim != 2 or frame.shape[1] < 3:
+            raise ValueError(f"to_world: frame {t} must be an (N, >=3) array, got shape {frame.shape}")
+        world = frame.astype(np.promote_types(frame.dtype, np.float32), copy=True)
+        world[:, :3] = frame[:, :3] @ pose[:3, :3].T + pose[:3, 3]
+        out.append(world)
+    return out
+
+
+class ClusterSummary:
+    """The clusters of one frame that take part in tracking: ids, centres ``(K, 3)``, features ``(K, D)``."""
+
+    __slots__ = ("centres", "features", "ids", "sizes")
+
+    def __init__(self, ids: np.ndarray, sizes: np.ndarray, centres: np.ndarray, features: np.ndarray | None):
+        self.ids, self.sizes, self.centres, self.features = ids, sizes, centres, features
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def summarize_clusters(
+    points: np.ndarray,
+    clusters: np.ndarray,
+    features: np.ndarray | None = None,
+    min_points: int = 200,
+    max_points: int = 20000,
+) -> ClusterSummary:
+    """Centre (mean point) and L2-normalised mean feature of each cluster of ``min_points..max_points``.
+
+    ``clusters`` holds int ids, -1 for ground / noise; ids are listed in increasing order.
+    """
+    valid = clusters >= 0
+    labels = clusters[valid]
+    nbins = int(labels.max()) + 1 if len(labels) else 0
+    sizes = np.bincount(labels, minlength=nbins)
+    ids = np.flatnonzero((sizes >= min_points) & (sizes <= max_points))
+    if len(ids) == 0:
+        empty_feat = None if features is None else np.zeros((0, features.shape[1]))
+        return ClusterSummary(ids.astype(np.int64), ids.astype(np.int64), np.zeros((0, 3)), empty_feat)
+    pts = np.asarray(points)[valid, :3]
+    centres = np.stack([np.bincount(labels, weights=pts[:, d], minlength=nbins) for d in range(3)], axis=1)
+    centres = centres[ids] / sizes[ids, None]
+    feats = None
+    if features is not None:
+        # Sum features per cluster with one sort + reduceat (float64 sums, one gather of the kept rows):
+        # no Python loop over points or clusters, and no copy of the whole feature array.
+        taken = np.zeros(nbins, dtype=bool)
+        taken[ids] = True
+        rows = np.flatnonzero(valid)
+        rows = rows[taken[labels]]
+        rows = rows[np.argsort(clusters[rows], kind="stable")]
+        starts = np.searchsorted(clusters[rows], ids)
+        sums = np.add.reduceat(np.asarray(features)[rows], starts, axis=0, dtype=np.float64)
+        norm = np.linalg.norm(sums, axis=1, keepdims=True)
+        feats = sums / np.where(norm > 0, norm, 1.0)
+    return ClusterSummary(ids.astype(np.int64), sizes[ids].astype(np.int64), centres, feats)
+
+
+def _minmax(x: np.ndarray) -> np.ndarray:
+    """``(x - min) / (max - min)`` over the whole matrix; a constant (or empty, or 1x1) matrix gives zeros."""
+    if x.size == 0:
+        return x.copy()
+    lo, hi = x.min(), x.max()
+    if not hi > lo:
+        return np.zeros_like(x)
+    return (x - lo) / (hi - lo)
+
+
+def cost_matrix(
+    centres_a: np.ndarray,
+    centres_b: np.ndarray,
+    features_a: np.ndarray | None = None,
+    features_b: np.ndarray | None = None,
+    alpha: float = 0.5,
+) -> np.ndarray:
+    """STSSL Eq. 1: ``D = minmax(D_loc) + alpha * minmax(D_feat)``, ``(M, N)``.
+
+    ``D_loc`` is the Euclidean distance between centres; ``D_feat`` the cosine distance ``1 - cos``
+    between features (rows L2-normalised here). Each term is min-max normalised over the whole matrix;
+    a constant term (a 1x1 matrix, or all entries equal) becomes zeros, i.e. it carries no preference.
+    Without features ``D = minmax(D_loc)``.
+    """
+    d = _minmax(cdist(centres_a, centres_b))
+    if features_a is not None and features_b is not None and alpha != 0:
+        fa = features_a / np.maximum(np.linalg.norm(features_a, axis=1, keepdims=True), 1e-12)
+        fb = features_b / np.maximum(np.linalg.norm(features_b, axis=1, keepdims=True), 1e-12)
+        d = d + alpha * _minmax(1.0 - fa @ fb.T)
+    return d
+
+
+def match_clusters(
+    centres_a: np.ndarray,
+    centres_b: np.ndarray,
+    features_a: np.ndarray | None = None,
+    features_b: np.ndarray | None = None,
+    alpha: float = 0.5,
+    gate: float = 5.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hungarian matching of clusters ``a`` to ``b`` on Eq. 1 under the gate: ``(rows, cols)`` int64.
+
+    Clusters whose nearest centre on the other side is farther than ``gate`` are left out (release);
+    the cost matrix of Eq. 1 is built and normalised over the rest; pairs farther apart than ``gate``
+    are forbidden. The result is the largest set of allowed pairs, of least total cost among those.
+    """
+    empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    if len(centres_a) == 0 or len(centres_b) == 0:
+        return empty
+    dist = cdist(centres_a, centres_b)
+    rows = np.flatnonzero(dist.min(axis=1) <= gate)
+    cols = np.flatnonzero(dist.min(axis=0) <= gate)
+    if len(rows) == 0 or len(cols) == 0:
+        return empty
+    fa = None if features_a is None else features_a[rows]
+    fb = None if features_b is None else features_b[cols]
+    cost = cost_matrix(centres_a[rows], centres_b[cols], fa, fb, alpha)
+    forbidden = dist[np.ix_(rows, cols)] > gate
+    # Each entry of ``cost`` lies in [0, 1 + alpha]: a forbidden pair costing more than any full
+    # assignment of allowed pairs makes the solver first maximise the number of allowed pairs.
+    big = (1.0 + max(alpha, 0.0)) * min(cost.shape) + 1.0
+    r, c = linear_sum_assignment(np.where(forbidden, big, cost))
+    ok = ~forbidden[r, c]
+    return rows[r[ok]].astype(np.int64), cols[c[ok]].astype(np.int64)
+
+
+def _check_inputs(
+    points: Sequence[np.ndarray], clusters: Sequence[np.ndarray], features: Sequence[np.ndarray] | None
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray] | None]:
+    if len(points) != len(clusters):
+        raise ValueError(f"track_sequence: {len(points)} frames of points but {len(clusters)} of clusters")
+    if features is not None and len(features) != len(points):
+        raise ValueError(f"track_sequence: {len(points)} frames of points but {len(features)} of features")
+    pts, cls, feats = [], [], [] if features is not None else None
+    dim = None
+    for t in range(len(points)):
+        p = np.asarray(points[t])
+        if p.ndim != 2 or p.shape[1] < 3 or not np.issubdtype(p.dtype, np.number):
+            raise ValueError(
+                f"track_sequence: frame {t}: points must be a numeric (N, >=3) array, got {p.shape}"
+            )
+        c = np.asarray(clusters[t])
+        if c.shape != (len(p),) or not np.issubdtype(c.dtype, np.integer):
+            raise ValueError(
+                f"track_sequence: frame {t}: clusters must be integer ({len(p)},), got {c.dtype} {c.shape}"
+            )
+        if len(c) and c.min() < -1:
+            raise ValueError(f"track_sequence: frame {t}: cluster ids must be >= -1, found {c.min()}")
+        if not np.isfinite(p[:, :3]).all():
+            raise ValueError(f"track_sequence: frame {t}: points have non-finite coordinates")
+        pts.append(p)
+        cls.append(c.astype(np.int64, copy=False))
+        if feats is not None:
+            f = np.asarray(features[t].detach().cpu() if hasattr(features[t], "detach") else features[t])
+            if f.ndim != 2 or len(f) != len(p) or (dim is not None and f.shape[1] != dim):
+                raise ValueError(
+                    f"track_sequence: frame {t}: features must be ({len(p)}, {dim or 'D'}), got {f.shape}"
+                )
+            dim = f.shape[1]
+            feats.append(f)
+    return pts, cls, feats
+
+
+def track_sequence(
+    points: Sequence[np.ndarray],
+    clusters: Sequence[np.ndarray],
+    features: Sequence[np.ndarray] | None = None,
+    alpha: float = 0.5,
+    gate: float = 5.0,
+    min_points: int = 200,
+    max_points: int = 20000,
+    *,
+    max_gap: int = 0,
+) -> list[np.ndarray]:
+    """Track clusters through a sequence (STSSL Sec. 3.1, Eq. 1): one int64 ``(N_t,)`` array a frame.
+
+    Each point gets the id of its cluster's track, -1 where its cluster takes no part (ground, noise,
+    too small or too large); the same id in two frames is the same object. Ids are consecutive from 0 in
+    order of first appearance (within a frame, by cluster id).
+
+    ``points``: ``(N_t, >=3)`` arrays in one common frame (see :func:`to_world`); ``clusters``: int
+    ``(N_t,)`` ids, -1 ground / noise (``unsup3d.data.lidar.cluster_points``); ``features``: optional
+    ``(N_t, D)`` per-point features (cluster feature: their mean, L2-normalised). The clusters of frame t
+    are matched (:func:`match_clusters`) to the tracks seen in frame t-1; a matched cluster continues its
+    track, an unmatched one starts a new track, and a track unmatched in a frame ends. With ``max_gap=N``
+    tracks last seen in frames t-1-N..t-2 are candidates too, with their last centre and feature.
+    """
+    if max_gap < 0:
+        raise ValueError(f"track_sequence: max_gap must be >= 0, got {max_gap}")
+    if alpha < 0 or gate < 0:
+        raise ValueError(f"track_sequence: need alpha >= 0 and gate >= 0, got {alpha} and {gate}")
+    if min_points > max_points:
+        raise ValueError(f"track_sequence: min_points {min_points} > max_points {max_points}")
+    pts, cls, feats = _check_inputs(points, clusters, features)
+    out: list[np.ndarray] = []
+    # Candidate tracks: id, last frame seen, last centre, last feature.
+    cand_ids = np.zeros(0, dtype=np.int64)
+    cand_seen = np.zeros(0, dtype=np.int64)
+    cand_centres = np.zeros((0, 3))
+    cand_feats: np.ndarray | None = None
+    next_id = 0
+    for t in range(len(pts)):
+        summary = summarize_clusters(
+            pts[t], cls[t], None if feats is None else feats[t], min_points, max_points
+        )
+        alive = cand_seen >= t - 1 - max_gap
+        cand_ids, cand_seen, cand_centres = cand_ids[alive], cand_seen[alive], cand_centres[alive]
+        if cand_feats is not None:
+            cand_feats = cand_feats[alive]
+        r, c = match_clusters(cand_centres, summary.centres, cand_feats, summary.features, alpha, gate)
+        track_of = np.full(len(summary), -1, dtype=np.int64)
+        track_of[c] = cand_ids[r]
+        new = track_of < 0
+        track_of[new] = next_id + np.arange(int(new.sum()))
+        next_id += int(new.sum())
+
+        lut = np.full(int(cls[t].max()) + 2 if len(cls[t]) else 1, -1, dtype=np.int64)
+        lut[summary.ids] = track_of
+        # Index -1 (ground / noise) reads the last entry, which no cluster id reaches.
+        out.append(lut[cls[t]])
+
+        # Tracks seen now replace their old entries; the others keep theirs until the gap runs out.
+        stale = ~np.isin(cand_ids, track_of)
+        cand_ids = np.concatenate([cand_ids[stale], track_of])
+        cand_seen = np.concatenate([cand_seen[stale], np.full(len(track_of), t)])
+        cand_centres = np.concatenate([cand_centres[stale], summary.centres])
+        if summary.features is not None:
+            old = cand_feats[stale] if cand_feats is not None else np.zeros((0, summary.features.shape[1]))
+            cand_feats = np.concatenate([old, summary.features])
+    return out
