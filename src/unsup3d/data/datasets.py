@@ -1,0 +1,105 @@
+"""Map-style data sets over prepared scenes, with augmentation that depends only on
+(seed, epoch, index), so a resumed or distributed run draws exactly what an uninterrupted one does.
+
+The epoch reaches the data set through the indices themselves: :class:`EpochSampler` yields
+``(epoch, index)`` pairs, and Lightning calls its ``set_epoch`` each epoch (also when it wraps the
+sampler for distributed training), which works with worker processes where an attribute set on the
+data set in the main process would not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from unsup3d.data.collate import voxelize
+from unsup3d.data.scene_folder import read_scene
+from unsup3d.data.transforms import Transform
+
+FeatureFn = Callable[[dict[str, np.ndarray]], np.ndarray]
+
+
+def color_features(sample: dict[str, np.ndarray]) -> np.ndarray:
+    """RGB scaled to [-0.5, 0.5]."""
+    return sample["color"].astype(np.float32) / 255.0 - 0.5
+
+
+def color_coord_features(sample: dict[str, np.ndarray]) -> np.ndarray:
+    """PointDC's network input (its release): RGB in [-0.5, 0.5], then the coordinates with x and y
+    centred on the scene (z, the height above the floor, kept). Coordinates are in metres here (the
+    release uses voxel units), so one input scale serves every voxel size."""
+    coord = sample["coord"].astype(np.float32)
+    centred = coord - np.array([*coord[:, :2].mean(0), 0.0], dtype=np.float32)
+    return np.concatenate([color_features(sample), centred], axis=1)
+
+
+def xyz_intensity_features(sample: dict[str, np.ndarray]) -> np.ndarray:
+    """STSSL's network input: x, y, z (metres) and the LiDAR return strength."""
+    return np.concatenate([sample["coord"], sample["strength"][:, None]], axis=1).astype(np.float32)
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The generator of one draw: a pure function of (seed, epoch, index)."""
+    return np.random.default_rng(np.random.SeedSequence([seed, epoch, index]))
+
+
+class EpochSampler(Sampler):
+    """Yields ``(epoch, index)``; shuffles with a generator seeded by (seed, epoch)."""
+
+    def __init__(self, size: int, shuffle: bool = True, seed: int = 0) -> None:
+        self.size, self.shuffle, self.seed, self.epoch = size, shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1000003 + self.epoch)
+            order = torch.randperm(self.size, generator=g)
+        else:
+            order = torch.arange(self.size)
+        return iter([(self.epoch, int(i)) for i in order])
+
+
+class SceneDataset(Dataset):
+    """Scenes from scene folders, augmented then voxelised (see :mod:`unsup3d.data.collate`)."""
+
+    def __init__(
+        self,
+        scene_dirs: Sequence[Path],
+        voxel_size: float,
+        features: FeatureFn = color_coord_features,
+        transform: Transform | None = None,
+        keys: Sequence[str] = ("coord", "color", "segment", "superpoint"),
+        seed: int = 0,
+    ) -> None:
+        self.scene_dirs = list(scene_dirs)
+        self.voxel_size, self.features, self.transform = voxel_size, features, transform
+        self.keys, self.seed = tuple(keys), seed
+
+    def __len__(self) -> int:
+        return len(self.scene_dirs)
+
+    def load(self, index: int) -> dict[str, np.ndarray]:
+        """The stored arrays of scene ``index``, plus ``point_index`` (each point's stored row)."""
+        scene = read_scene(self.scene_dirs[index], self.keys)
+        scene["point_index"] = np.arange(len(scene["coord"]), dtype=np.int64)
+        if "superpoint" in scene:  # collation renumbers "superpoint"; the stored id stays here
+            scene["superpoint_id"] = scene["superpoint"].astype(np.int64, copy=True)
+        return scene
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
+        epoch, index = item if isinstance(item, tuple) else (0, item)
+        sample = self.load(index)
+        if self.transform is not None:
+            sample = self.transform(sample, sample_rng(self.seed, epoch, index))
+        sample["scene_index"] = np.array(index)
+        return voxelize(sample, self.voxel_size, self.features(sample))

@@ -1,0 +1,90 @@
+"""Scene folders: atomic writes, pickle-free reads, degenerate scenes refused or skipped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from unsup3d.data import scene_folder as sf
+
+
+def _scene(n: int = 100) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {
+        "coord": rng.random((n, 3)),
+        "color": rng.integers(0, 256, (n, 3)),
+        "segment": rng.integers(-1, 20, n),
+        "superpoint": np.arange(n) // 7,
+    }
+
+
+def test_round_trip_with_dtypes(tmp_path: Path) -> None:
+    d = sf.write_scene(tmp_path / "train" / "scene0000_00", _scene())
+    back = sf.read_scene(d)
+    assert back["coord"].dtype == np.float32 and back["color"].dtype == np.uint8
+    assert back["segment"].dtype == np.int64
+    np.testing.assert_array_equal(back["superpoint"], np.arange(100) // 7)
+    assert sf.list_scenes(tmp_path, "train") == [d]
+    assert not [p for p in d.parent.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+def test_rewrite_replaces_and_leaves_no_temporary(tmp_path: Path) -> None:
+    d = tmp_path / "val" / "s"
+    sf.write_scene(d, _scene(100))
+    sf.write_scene(d, _scene(50))
+    assert len(sf.read_scene(d)["coord"]) == 50
+    assert [p.name for p in (tmp_path / "val").iterdir()] == ["s"]
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (
+            lambda s: {
+                **s,
+                "coord": s["coord"][:0],
+                "color": s["color"][:0],
+                "segment": s["segment"][:0],
+                "superpoint": s["superpoint"][:0],
+            },
+            "no points",
+        ),
+        (lambda s: {**s, "coord": np.where(np.arange(100)[:, None] == 3, np.nan, s["coord"])}, "NaN"),
+        (lambda s: {**s, "segment": s["segment"][:10]}, "segment has 10 rows"),
+    ],
+)
+def test_degenerate_scene_is_refused_with_its_name(tmp_path: Path, change, words: str) -> None:
+    with pytest.raises(ValueError, match=words) as err:
+        sf.write_scene(tmp_path / "train" / "scene_bad", change(_scene()))
+    assert "scene_bad" in str(err.value)
+    assert not (tmp_path / "train" / "scene_bad").exists()
+
+
+def test_pickled_array_is_not_loaded(tmp_path: Path) -> None:
+    d = sf.write_scene(tmp_path / "train" / "s", _scene())
+    np.save(d / "evil.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="evil.npy"):
+        sf.read_scene(d)
+
+
+def test_missing_array_names_the_file(tmp_path: Path) -> None:
+    d = sf.write_scene(tmp_path / "train" / "s", _scene())
+    with pytest.raises(FileNotFoundError, match="normal.npy"):
+        sf.read_scene(d, keys=["coord", "normal"])
+
+
+def test_usable_scenes_warns_and_skips(tmp_path: Path) -> None:
+    good = sf.write_scene(tmp_path / "train" / "good", _scene())
+    bad = tmp_path / "train" / "bad"
+    bad.mkdir()
+    np.save(bad / "coord.npy", np.zeros((0, 3), np.float32))
+    with pytest.warns(UserWarning, match="bad"):
+        assert sf.usable_scenes(sf.list_scenes(tmp_path, "train")) == [good]
+
+
+def test_settings_key_changes_with_any_setting() -> None:
+    a = sf.settings_key({"voxel": 0.02, "sp": "mesh"})
+    assert a == sf.settings_key({"sp": "mesh", "voxel": 0.02})
+    assert a != sf.settings_key({"voxel": 0.05, "sp": "mesh"})
