@@ -1,0 +1,297 @@
+"""Dataset-wide K-means on faiss (PointDC Eq. 8): every point used, GPU where there is one, DDP-aware.
+
+PointDC clusters the L2-normalised super-voxel features of the whole training set with faiss (80
+iterations, inner-product index, K = number of classes); ``kmeans(x, k, spherical=True)`` is that step.
+faiss trains on a random subset of ``max_points_per_centroid * k`` rows (256 * k by default) without a
+word; here that cap is lifted to the number of rows, so every point shapes the centroids.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import faiss
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor
+
+from unsup3d.clustering import distributed as ddp
+
+# Rows per block when recomputing the objective, so a 1M x 128 input needs no second 512 MB copy.
+_INERTIA_BLOCK = 65536
+
+
+class KMeansResult(NamedTuple):
+    """What :func:`kmeans` returns.
+
+    Attributes:
+        centroids: float32 ``(k, d)`` on the input's device; unit rows in spherical mode.
+        assignments: int64 ``(n,)`` on the input's device, the nearest centroid of each row (largest
+            inner product in spherical mode). Under DDP, only the calling rank's rows.
+        inertia: the objective at the returned centroids and assignments, over all points (all ranks):
+            ``sum_i ||x_i - c_{a_i}||^2``, or in spherical mode ``sum_i (1 - cos(x_i, c_{a_i}))``.
+    """
+
+    centroids: Tensor
+    assignments: Tensor
+    inertia: float
+
+
+def faiss_has_gpu() -> bool:
+    """True when the installed faiss was built with GPU support and sees a GPU."""
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def kmeans(
+    x: Tensor,
+    k: int,
+    *,
+    niter: int = 80,
+    spherical: bool = False,
+    nredo: int = 1,
+    seed: int = 0,
+    init: str = "k-means++",
+    distributed: bool | None = None,
+) -> KMeansResult:
+    """Lloyd's K-means of the rows of ``x`` with faiss (PointDC Eq. 8 when ``spherical=True``).
+
+    Args:
+        x: ``(n, d)`` floating-point tensor, finite; cast to float32 for faiss.
+        k: number of clusters, ``1 <= k <= n`` (n over all ranks under DDP).
+        niter: Lloyd iterations (faiss runs all of them; there is no early stop).
+        spherical: cosine K-means. Rows are L2-normalised (a zero row stays zero), centroids are kept
+            on the unit sphere, and points go to the centroid of largest inner product.
+        nredo: restarts from different initialisations; the one of lowest inertia is kept.
+        seed: seed of the initialisation (restart r of k-means++ uses ``seed + r``); the same seed,
+            input and device give the same result bit for bit (on CPU, also with 1 or 2 threads).
+        init: ``"k-means++"`` (default; D^2 seeding, computed on ``x``'s device, then faiss's Lloyd
+            iterations) or ``"random"``: faiss's own initialisation from k random rows, which is what
+            PointDC's release ran. Random starts often leave two centroids in one well-separated
+            group and none in another; k-means++ rarely does.
+        distributed: cluster the rows of all processes together. None (default) does so whenever
+            ``torch.distributed`` is initialised with more than one process; then every rank must call
+            :func:`kmeans` with the same arguments. Pass False to cluster each rank's rows on their own
+            (for example from code that runs on rank 0 only).
+
+    Under DDP the rows are gathered on rank 0 in rank order (row counts may differ), clustered once
+    there, and the centroids and global inertia broadcast; each rank gets the assignments of its own
+    rows. The result equals that of one process on the concatenated rows exactly.
+
+    Runs on GPU faiss when ``x`` is on CUDA and :func:`faiss_has_gpu`, else on CPU faiss; outputs are
+    on ``x``'s device either way.
+    """
+    _check_params(k, niter, nredo, seed)
+    if init not in ("k-means++", "random"):
+        raise ValueError(f"kmeans: init must be 'k-means++' or 'random', got {init!r}")
+    if distributed is None:
+        distributed = ddp.is_distributed()
+    if not distributed:
+        problem = _data_problem(x)
+        if problem:
+            raise ValueError(problem)
+        if x.shape[0] < k:
+            raise ValueError(f"kmeans: x has {x.shape[0]} rows, fewer than k={k} clusters")
+        return _cluster(x, k, niter=niter, spherical=spherical, nredo=nredo, seed=seed, init=init)
+    return _cluster_distributed(x, k, niter=niter, spherical=spherical, nredo=nredo, seed=seed, init=init)
+
+
+def _check_params(k: int, niter: int, nredo: int, seed: int) -> None:
+    for name, value in (("k", k), ("niter", niter), ("nredo", nredo)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"kmeans: {name} must be a positive int, got {value!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
+        raise ValueError(f"kmeans: seed must be an int in [0, 2**31), got {seed!r}")
+
+
+def _data_problem(x: Tensor) -> str | None:
+    """Why ``x`` cannot be clustered, or None. Returned, not raised, so DDP ranks can agree first."""
+    if not isinstance(x, Tensor):
+        return f"kmeans: x must be a torch.Tensor, got {type(x).__name__}"
+    if x.ndim != 2:
+        return f"kmeans: x must be 2-D (n, d), got shape {tuple(x.shape)}"
+    if not x.is_floating_point():
+        return f"kmeans: x must be floating point, got {x.dtype}"
+    if x.shape[1] == 0:
+        return "kmeans: x has 0 columns"
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).any(dim=1).sum())
+        return f"kmeans: x has {bad} rows with NaN or inf"
+    return None
+
+
+def _flat_index(d: int, spherical: bool, device: torch.device) -> tuple[faiss.Index, object | None]:
+    """Exact index for faiss's assignment step; GPU when the data is on CUDA and faiss can use it."""
+    if device.type == "cuda" and faiss_has_gpu():
+        resources = faiss.StandardGpuResources()
+        config = faiss.GpuIndexFlatConfig()
+        config.device = device.index if device.index is not None else torch.cuda.current_device()
+        cls = faiss.GpuIndexFlatIP if spherical else faiss.GpuIndexFlatL2
+        # The resources object must outlive the index, so it is handed back with it.
+        return cls(resources, d, config), resources
+    return (faiss.IndexFlatIP(d) if spherical else faiss.IndexFlatL2(d)), None
+
+
+def _inertia(x: Tensor, centroids: Tensor, assignments: Tensor, spherical: bool) -> float:
+    """The K-means objective at (centroids, assignments): float32 terms, float64 row sums and total."""
+    total = torch.zeros((), dtype=torch.float64, device=x.device)
+    for start in range(0, x.shape[0], _INERTIA_BLOCK):
+        xb = x[start : start + _INERTIA_BLOCK]
+        cb = centroids[assignments[start : start + _INERTIA_BLOCK]]
+        if spherical:
+            total += (1.0 - (xb * cb).sum(dim=1, dtype=torch.float64)).sum()
+        else:
+            total += ((xb - cb) ** 2).sum(dim=1, dtype=torch.float64).sum()
+    return float(total)
+
+
+def _kmeans_plus_plus(x: Tensor, k: int, seed: int) -> Tensor:
+    """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007; scikit-learn's variant): each new centre
+    is the best, by the resulting objective, of ``2 + log k`` rows drawn with probability proportional
+    to their squared distance to the nearest centre so far. ``x`` float32, returns ``(k, d)``."""
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    n = x.shape[0]
+    trials = 2 + int(math.log(k))
+    sq_norms = (x * x).sum(dim=1)
+
+    def sq_dist(idx: Tensor) -> Tensor:
+        # ||x - c||^2 by expansion: one (n, d) x (d, m) product, no (n, m, d) temporary.
+        return (sq_norms[:, None] - 2.0 * (x @ x[idx].T) + sq_norms[idx][None]).clamp_min_(0.0)
+
+    chosen = torch.randint(n, (1,), generator=generator, device=x.device)
+    nearest = sq_dist(chosen)[:, 0]
+    for _ in range(1, k):
+        # Inverse-CDF draws (torch.multinomial caps the category count at 2**24).
+        cdf = torch.cumsum(nearest.to(torch.float64), dim=0)
+        u = torch.rand((trials,), dtype=torch.float64, generator=generator, device=x.device)
+        if float(cdf[-1]) > 0.0:
+            candidates = torch.searchsorted(cdf, u * cdf[-1]).clamp_max_(n - 1)
+        else:  # fewer distinct rows than k: any row will do, faiss splits the duplicates later
+            candidates = (u * n).long().clamp_max_(n - 1)
+        after = torch.minimum(nearest[:, None], sq_dist(candidates))
+        best = int(after.sum(dim=0, dtype=torch.float64).argmin())
+        nearest = after[:, best]
+        chosen = torch.cat([chosen, candidates[best : best + 1]])
+    return x[chosen]
+
+
+def _train_once(
+    data: np.ndarray,
+    k: int,
+    params: faiss.ClusteringParameters,
+    device: torch.device,
+    init: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One faiss training run; centroids ``(k, d)`` and the nearest centroid of every row."""
+    d = data.shape[1]
+    index, _resources = _flat_index(d, params.spherical, device)
+    clustering = faiss.Clustering(d, k, params)
+    if init is not None:
+        faiss.copy_array_to_vector(np.ascontiguousarray(init, dtype=np.float32).ravel(), clustering.centroids)
+    clustering.train(data, index)
+    centroids = faiss.vector_to_array(clustering.centroids).reshape(k, d)
+    # faiss's last objective is for the centroids before their final update: assign afresh.
+    index.reset()
+    index.add(centroids)
+    _, nearest = index.search(data, 1)
+    return centroids, nearest[:, 0].astype(np.int64)
+
+
+def _cluster(
+    x: Tensor, k: int, *, niter: int, spherical: bool, nredo: int, seed: int, init: str
+) -> KMeansResult:
+    """K-means of one process's rows (already validated)."""
+    n, _ = x.shape
+    xf = x.detach().to(torch.float32)
+    if spherical:
+        xf = F.normalize(xf, dim=1)
+    data = np.ascontiguousarray(xf.cpu().numpy())
+
+    params = faiss.ClusteringParameters()
+    params.niter = niter
+    params.spherical = spherical
+    # faiss subsamples to k * max_points_per_centroid rows: a cap of ceil(n / k) means no subsampling.
+    params.max_points_per_centroid = -(-n // k)
+    # Few points per centroid is legitimate here (K = #classes over super-voxels); silence the warning.
+    params.min_points_per_centroid = 1
+    params.verbose = False
+
+    def trained() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        if init == "random":
+            # faiss's own restarts: random rows as initial centroids, best faiss objective kept.
+            params.nredo = nredo
+            params.seed = seed
+            yield _train_once(data, k, params, x.device, None)
+            return
+        # faiss reuses given initial centroids in every restart, so restarts are run here.
+        params.nredo = 1
+        for redo in range(nredo):
+            params.seed = (seed + redo) % 2**31
+            start = _kmeans_plus_plus(xf, k, seed + redo).cpu().numpy()
+            yield _train_once(data, k, params, x.device, start)
+
+    best: KMeansResult | None = None
+    for centroids_np, nearest in trained():
+        centroids = torch.from_numpy(centroids_np).to(x.device)
+        assignments = torch.from_numpy(nearest).to(x.device)
+        inertia = _inertia(xf, centroids, assignments, spherical)
+        if best is None or inertia < best.inertia:
+            best = KMeansResult(centroids, assignments, inertia)
+    assert best is not None
+    return best
+
+
+def _cluster_distributed(
+    x: Tensor, k: int, *, niter: int, spherical: bool, nredo: int, seed: int, init: str
+) -> KMeansResult:
+    """Gather all ranks' rows on rank 0, cluster once, send back centroids, inertia and assignments."""
+    problem = _data_problem(x)
+    ok_shape = problem is None or (isinstance(x, Tensor) and x.ndim == 2)
+    n_local = x.shape[0] if ok_shape else 0
+    d_local = x.shape[1] if ok_shape else -1
+    # One collective tells every rank every rank's row count, width and validity, so all raise together.
+    table = ddp.all_gather_ints([n_local, d_local, int(problem is not None)])
+    sizes = table[:, 0].tolist()
+    if problem is not None:
+        raise ValueError(f"{problem} (rank {dist.get_rank()})")
+    bad_ranks = torch.nonzero(table[:, 2]).flatten().tolist()
+    if bad_ranks:
+        raise ValueError(f"kmeans: invalid input on rank(s) {bad_ranks}; see the error raised there")
+    widths = sorted(set(table[:, 1].tolist()))
+    if len(widths) > 1:
+        raise ValueError(f"kmeans: ranks disagree on the feature dimension: {widths}")
+    if sum(sizes) < k:
+        raise ValueError(f"kmeans: all ranks together have {sum(sizes)} rows, fewer than k={k} clusters")
+
+    d = widths[0]
+    rank = dist.get_rank()
+    full = ddp.gather_rows(x.detach().to(torch.float32), sizes)
+    status = torch.zeros(1, dtype=torch.int64)
+    centroids = torch.zeros((k, d), dtype=torch.float32)
+    inertia = torch.zeros(1, dtype=torch.float64)
+    all_assignments = None
+    error: Exception | None = None
+    if rank == 0:
+        try:
+            # Cluster on the caller's device so that a CUDA input uses GPU faiss on rank 0.
+            result = _cluster(
+                full.to(x.device), k, niter=niter, spherical=spherical, nredo=nredo, seed=seed, init=init
+            )
+            centroids = result.centroids
+            inertia = torch.tensor([result.inertia], dtype=torch.float64)
+            all_assignments = result.assignments
+        except Exception as exc:  # re-raised below, once the other ranks know not to wait
+            error = exc
+            status[0] = 1
+    if int(ddp.broadcast(status)[0]) != 0:
+        if error is not None:
+            raise error
+        raise RuntimeError("kmeans: clustering failed on rank 0; see the error raised there")
+    centroids = ddp.broadcast(centroids).to(x.device)
+    inertia_value = float(ddp.broadcast(inertia)[0])
+    like = torch.empty((0,), dtype=torch.int64)
+    assignments = ddp.scatter_rows(all_assignments, sizes, like).to(x.device)
+    return KMeansResult(centroids, assignments, inertia_value)
