@@ -1,0 +1,151 @@
+"""The base of every unsup3d data module: preparation into cached scene folders, datasets with
+seeded augmentation, and loaders (see :mod:`unsup3d.data.datamodules` for the datasets)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+from unsup3d.data.collate import collate_scenes
+from unsup3d.data.datasets import EpochSampler, SceneDataset
+from unsup3d.data.prepare import Job, run_jobs, write_json_atomic
+from unsup3d.data.scene_folder import list_scenes, settings_key, usable_scenes
+from unsup3d.data.transforms import Compose, Transform, default_equivariant, default_invariant
+
+
+class PointCloudDataModule(LightningDataModule):
+    """Base of every unsup3d data module (see the module docstring).
+
+    Args:
+        data_root: where prepared data (and generated synthetic raw data) is written.
+        voxel_size: voxel edge in metres (PointDC: 0.02 ScanNet, 0.05 S3DIS; STSSL 0.05).
+        batch_size / val_batch_size: scenes (or frame pairs) per batch.
+        num_workers: data loader worker processes.
+        prepare_workers: processes for ``prepare_data``.
+        augment: invariant + equivariant augmentations on training samples (PointDC Eq. 12).
+        crop_extent: horizontal crop (metres) of training samples, or None.
+        seed: seeds shuffling and augmentation (a pure function of seed, epoch, index).
+        extra_keys: more per-point arrays of the scene folders to load into batches (e.g. CMD's
+            ``cmd_target``, ``cmd_seen``).
+    """
+
+    name = "pointcloud"
+
+    def __init__(
+        self,
+        data_root: str = "data",
+        voxel_size: float = 0.02,
+        batch_size: int = 4,
+        val_batch_size: int | None = None,
+        num_workers: int = 0,
+        prepare_workers: int = 1,
+        augment: bool = True,
+        crop_extent: float | None = None,
+        seed: int = 0,
+        extra_keys: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.data_root = Path(data_root)
+        self.voxel_size = voxel_size
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.prepare_workers = prepare_workers
+        self.augment = augment
+        self.crop_extent = crop_extent
+        self.seed = seed
+        self.extra_keys = list(extra_keys or [])
+        self.datasets: dict[str, Dataset | None] = {}
+
+    # -- preparation ------------------------------------------------------------------------------
+
+    def preparation_settings(self) -> dict[str, Any]:
+        """Everything that changes what ``prepare_data`` writes (hashed into the folder name)."""
+        return {"name": self.name}
+
+    @property
+    def prepared_root(self) -> Path:
+        return self.data_root / f"{self.name}-{settings_key(self.preparation_settings())}"
+
+    def conversion_jobs(self, out_root: Path) -> list[Job]:
+        """The jobs that write this dataset's scene folders under ``out_root``."""
+        return []
+
+    def prepare_data(self) -> None:
+        """Convert raw files into scene folders once (resumable: what is finished is skipped)."""
+        root = self.prepared_root
+        marker = root / "prepared.json"
+        skipped = run_jobs(self.conversion_jobs(root), self.prepare_workers, desc=f"preparing {self.name}")
+        write_json_atomic(marker, {"settings": self.preparation_settings(), "skipped": skipped})
+
+    # -- loading ----------------------------------------------------------------------------------
+
+    def train_transform(self) -> Transform | None:
+        if not self.augment:
+            return None
+        return Compose([default_invariant(), default_equivariant(self.crop_extent)])
+
+    def scene_dirs(self, split: str) -> list[Path]:
+        dirs = usable_scenes(list_scenes(self.prepared_root, split))
+        if not dirs:
+            raise FileNotFoundError(
+                f"{self.prepared_root / split}: no prepared scenes "
+                "(did prepare_data run? is the raw data there?)"
+            )
+        return dirs
+
+    def make_dataset(self, split: str, train: bool) -> Dataset:
+        return SceneDataset(
+            self.scene_dirs(split),
+            self.voxel_size,
+            transform=self.train_transform() if train else None,
+            keys=("coord", "color", "segment", "superpoint", *self.extra_keys),
+            seed=self.seed,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        if "train" not in self.datasets and stage in (None, "fit"):
+            self.datasets["train"] = self.make_dataset("train", train=True)
+            # The clustering pass of PointDC's SVC reads the training scenes without augmentation.
+            self.datasets["train_eval"] = self.make_dataset("train", train=False)
+        if "val" not in self.datasets and stage in (None, "fit", "validate", "test"):
+            self.datasets["val"] = self.make_dataset("val", train=False) if self.has_split("val") else None
+
+    def has_split(self, split: str) -> bool:
+        """Whether ``split`` has data; a module without one (LiDAR pre-training) skips it."""
+        return True
+
+    def collate(self, samples: Sequence[Any]) -> dict[str, Any]:
+        return collate_scenes(samples)
+
+    def _loader(self, key: str, batch_size: int, shuffle: bool) -> DataLoader:
+        ds = self.datasets[key]
+        return DataLoader(
+            ds,
+            batch_size=batch_size,
+            sampler=EpochSampler(len(ds), shuffle=shuffle, seed=self.seed),
+            num_workers=self.num_workers,
+            collate_fn=self.collate,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.datasets.get("val") is None:
+            return []  # no validation split (e.g. LiDAR pre-training): Lightning skips validation
+        return self._loader("val", self.val_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    def cluster_dataloader(self) -> DataLoader:
+        """The training scenes in order, unaugmented: for dataset-wide clustering passes."""
+        if "train_eval" not in self.datasets:
+            self.setup("fit")
+        return self._loader("train_eval", self.val_batch_size, shuffle=False)
