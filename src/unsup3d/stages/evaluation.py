@@ -1,0 +1,42 @@
+"""Evaluation shared by the stages: cluster predictions, test-time super-voxel pooling, the
+Hungarian metric and its logging (``val/miou``, ``val/acc`` as fractions, ``val/iou/<class>``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import Tensor
+
+from unsup3d.metrics import HungarianMIoU
+from unsup3d.vision.projection import superpoint_mean
+
+
+def pool_logits(logits: Tensor, superpoint: Tensor, num_superpoints: int) -> Tensor:
+    """Test-time super-voxel pooling: every point takes the mean logits of its super-voxel."""
+    means, _ = superpoint_mean(logits, superpoint, num_superpoints)
+    return torch.where((superpoint >= 0)[:, None], means[superpoint.clamp_min(0)], logits)
+
+
+def merge_clusters(centroids: Tensor, num_classes: int, seed: int = 0) -> Tensor:
+    """Over-clustering merged to the class count: K-means of the centroids into ``num_classes``
+    groups; returns the group of each cluster."""
+    from unsup3d.clustering import kmeans
+
+    return kmeans(centroids.float(), num_classes, spherical=True, seed=seed, distributed=False).assignments
+
+
+def log_metric(
+    module: LightningModule, metric: HungarianMIoU, prefix: str, class_names: Sequence[str] | None
+) -> dict:
+    """Compute, log and reset ``metric``; returns the computed dict."""
+    out = metric.compute()
+    module.log(f"{prefix}/miou", out["miou"].float(), sync_dist=False)
+    module.log(f"{prefix}/acc", out["acc"].float(), sync_dist=False)
+    names = class_names or [str(i) for i in range(len(out["iou"]))]
+    for name, iou in zip(names, out["iou"].tolist()):
+        if iou == iou:  # NaN: the class never occurs
+            module.log(f"{prefix}/iou/{name}", iou, sync_dist=False)
+    metric.reset()
+    return out

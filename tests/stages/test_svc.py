@@ -1,0 +1,142 @@
+"""PointDC's SVC stage: pseudo labels (Eq. 8-10) against loops, training, configs, checkpoints."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.stages.conftest import TINY_ROOMS
+from unsup3d.cli import main
+from unsup3d.data.datamodules import SyntheticRoomsDataModule
+from unsup3d.stages.clustering_pass import PseudoLabels, cluster_pass, superpoint_features
+from unsup3d.stages.svc import SVCModule
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _dm(root: Path, **kw) -> SyntheticRoomsDataModule:
+    dm = SyntheticRoomsDataModule(
+        num_scenes=3, num_val=1, frames_per_scene=2, data_root=str(root), voxel_size=0.1, batch_size=2, **kw
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def _backbone() -> torch.nn.Module:
+    from unsup3d.models import Res16UNet
+
+    torch.manual_seed(0)
+    return Res16UNet(in_channels=6, width=0.25).eval()
+
+
+def test_pseudo_labels_lookup_and_state_round_trip() -> None:
+    labels = PseudoLabels(
+        {0: torch.tensor([3, -1, 5], dtype=torch.int16)}, {1: torch.tensor([7, 8, 9], dtype=torch.int16)}
+    )
+    out = labels.lookup(
+        scene_index=torch.tensor([0, 1]),
+        point_batch=torch.tensor([0, 0, 0, 1, 1]),
+        superpoint_id=torch.tensor([2, 1, -1, 0, 0]),
+        point_index=torch.tensor([0, 1, 2, 2, 0]),
+    )
+    assert out.tolist() == [5, -1, -1, 9, 7]
+    back = PseudoLabels.from_state(labels.state())
+    assert torch.equal(back.by_superpoint[0], labels.by_superpoint[0]) and torch.equal(
+        back.by_point[1], labels.by_point[1]
+    )
+
+
+@pytest.mark.parametrize("mode", ["basic", "nonparametric", "pooled"])
+def test_cluster_pass_labels_against_a_loop(rooms_root: Path, mode: str) -> None:
+    dm = _dm(rooms_root)
+    backbone = _backbone()
+    loader_fn = dm.cluster_dataloader
+    centroids, labels = cluster_pass(
+        backbone,
+        loader_fn,
+        5,
+        torch.device("cpu"),
+        nonparametric=mode != "basic",
+        superpoint_pooling=mode == "pooled",
+    )
+    assert centroids.shape == (5, backbone.out_channels)
+    feats, scenes, ids = superpoint_features(backbone, loader_fn(), torch.device("cpu"))
+    mu = torch.nn.functional.normalize(centroids, dim=1)
+    with torch.no_grad():
+        for batch in loader_fn():
+            f = torch.nn.functional.normalize(backbone(batch["sparse"], batch["inverse"]), dim=1)
+            for b, scene in enumerate(batch["scene_index"].tolist()):
+                rows = (batch["point_batch"] == b).numpy()
+                sp = batch["superpoint_id"].numpy()[rows]
+                fb = f[torch.from_numpy(rows)]
+                zeros = torch.zeros(int(rows.sum()), dtype=torch.long)
+                sp_t, pi_t = batch["superpoint_id"][rows], batch["point_index"][rows]
+                got = labels.lookup(batch["scene_index"][b : b + 1], zeros, sp_t, pi_t).numpy()
+                for s in np.unique(sp)[:10]:
+                    members = np.flatnonzero(sp == s)
+                    if mode == "basic":  # Eq. 8: the super-voxel's own K-means assignment, by cosine
+                        k = int(((scenes == scene) & (ids == s)).nonzero()[0, 0])
+                        expect = int((torch.nn.functional.normalize(feats[k], dim=0) @ mu.T).argmax())
+                        assert (got[members] == expect).all()
+                    elif mode == "pooled":  # Eq. 10: argmax of the mean soft assignment
+                        soft = (fb[members] @ mu.T).softmax(1).mean(0)
+                        assert (got[members] == int(soft.argmax())).all()
+                    else:  # Eq. 9: each point's nearest centroid
+                        assert (got[members] == (fb[members] @ mu.T).argmax(1).numpy()).all()
+
+
+def test_svc_trains_and_checkpoints_its_clustering_state(rooms_root: Path, tmp_path: Path) -> None:
+    from lightning.pytorch import Trainer
+
+    dm = _dm(rooms_root)
+    model = SVCModule(
+        backbone=_backbone(), num_classes=20, num_clusters=6, recluster_every=1, warmup_epochs=1
+    )
+    trainer = Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, dm)
+    assert int(model.last_cluster_epoch) == 1
+    assert not model.classifier.weight.requires_grad  # past warm-up: the non-parametric classifier
+    torch.testing.assert_close(torch.nn.functional.normalize(model.centroids, dim=1), model.classifier.weight)
+    m = model.last_metrics
+    assert 0 <= float(m["miou"]) <= 1 and 0 <= float(m["acc"]) <= 1
+    ckpt_path = tmp_path / "svc.ckpt"
+    trainer.save_checkpoint(ckpt_path)
+    ckpt = torch.load(ckpt_path, weights_only=True)  # no pickled code in our checkpoints
+    assert "centroids" in ckpt["state_dict"] and ckpt["svc_pseudo_labels"]
+    fresh = SVCModule(backbone=_backbone(), num_classes=20, num_clusters=6)
+    fresh.load_state_dict(ckpt["state_dict"])
+    fresh.on_load_checkpoint(ckpt)
+    assert fresh.labels.state().keys() == model.labels.state().keys()
+
+
+@pytest.mark.parametrize(
+    "config",
+    ["pointdc_svc.yaml", "pointdc_s3dis_svc.yaml", "pointdc_linear_probe.yaml",
+     "quickstart/pointdc_svc.yaml", "quickstart/pointdc_linear_probe.yaml"],
+)  # fmt: skip
+def test_config_runs_one_step(
+    config: str, rooms_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["unsup3d"])  # the CLI gets its arguments from args=, not pytest's
+    args = [
+        "fit", "--config", str(REPO / "experiments" / config),
+        "--data", "unsup3d.data.datamodules.SyntheticRoomsDataModule", *TINY_ROOMS,
+        "--data.init_args.data_root", str(rooms_root), "--data.init_args.batch_size", "1",
+        "--model.init_args.init_checkpoint", "null", "--model.init_args.backbone.init_args.width", "0.25",
+        "--trainer.fast_dev_run", "1", "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+        "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false", "--trainer.callbacks", "[]",
+    ]  # fmt: skip
+    main(args)
