@@ -47,6 +47,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
-def _deterministic_threads() -> None:
-    # Two cores on CI: keep torch from oversubscribing when tests start worker processes.
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+def _one_thread() -> None:
+    # The sparse convolution runs many small ops, which intra-op threads slow down badly whenever the
+    # cores are shared (worker processes, gloo ranks, a busy CI box): one thread is faster and steadier.
+    torch.set_num_threads(1)
