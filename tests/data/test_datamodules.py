@@ -116,7 +116,9 @@ def test_semantic_poss_layout(kitti_seq_dir: Path, tmp_path: Path) -> None:
         n = scan.stat().st_size // 16
         raw = np.random.default_rng(i).choice([0, 4, 6, 7, 8, 9, 13, 14, 15, 17, 21, 22], n)
         raw.astype(np.uint32).tofile(seq / "labels" / f"{i:06d}.label")
-    dm = dms.SemanticPOSSDataModule(raw_root=str(tmp_path / "poss"), data_root=str(tmp_path / "p"), batch_size=1)
+    dm = dms.SemanticPOSSDataModule(
+        raw_root=str(tmp_path / "poss"), data_root=str(tmp_path / "p"), batch_size=1
+    )
     dm.setup("validate")  # POSS's official validation sequence is 03
     batch = next(iter(dm.val_dataloader()))
     _check_batch(batch, 4)
@@ -151,6 +153,7 @@ def test_scannet_feeds_res16unet(tmp_path: Path) -> None:
     np.testing.assert_array_equal(batch["superpoint"].numpy(), iw.SUPERPOINT)
     assert batch["num_superpoints"] == 4
     _forward(Res16UNet(in_channels=6), batch)
+    _forward(MinkUNet(in_channels=6, width=0.25), batch)
 
 
 def test_s3dis_rooms_get_superpoints_and_feed_res16unet(tmp_path: Path) -> None:
@@ -208,3 +211,30 @@ def test_augmentation_is_a_function_of_seed_epoch_and_index(tmp_path: Path) -> N
     first = [int(x) for x in next(iter(loader))["scene_index"]]
     loader.sampler.set_epoch(3)
     assert [int(x) for x in next(iter(loader))["scene_index"]] == first
+
+
+def test_synthetic_rooms_feed_both_backbones(tmp_path: Path) -> None:
+    dm = dms.SyntheticRoomsDataModule(num_scenes=2, num_val=1, frames_per_scene=0, data_root=str(tmp_path),
+                                      voxel_size=0.1, batch_size=1)  # fmt: skip
+    dm.prepare_data()
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    _check_batch(batch, 6)
+    assert (batch["segment"] >= 0).float().mean() > 0.5 and batch["num_superpoints"] > 10
+    _forward(Res16UNet(in_channels=6, width=0.25), batch)
+    _forward(MinkUNet(in_channels=6, width=0.25), batch)
+
+
+def test_synthetic_lidar_pairs_feed_minkunet(tmp_path: Path) -> None:
+    dm = dms.SyntheticLidarDataModule(
+        num_sequences=2, num_val=1, frames_per_sequence=3, data_root=str(tmp_path),
+        pairs=True, batch_size=2, max_voxels=4000,
+    )  # fmt: skip
+    dm.prepare_data()
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    _check_batch(batch["view0"], 4)
+    assert batch["view0"]["cluster"].max() >= 5
+    _forward(MinkUNet(in_channels=4, width=0.25), batch["view1"])
+    val = next(iter(dm.val_dataloader()))
+    assert (val["segment"] >= 0).float().mean() > 0.5
