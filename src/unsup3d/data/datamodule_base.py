@@ -98,12 +98,30 @@ class PointCloudDataModule(LightningDataModule):
             )
         return dirs
 
+    def available_extra_keys(self, dirs: Sequence[Path], required: bool) -> list[str]:
+        """The ``extra_keys`` every scene of ``dirs`` holds. Training data (``required``) must hold them
+        all (FileNotFoundError naming the first scene without one); evaluation data may lack them
+        (CMD's targets are computed for training scenes only), and then loads none of the missing."""
+        keys = []
+        for key in self.extra_keys:
+            missing = next((d for d in dirs if not (d / f"{key}.npy").is_file()), None)
+            if missing is None:
+                keys.append(key)
+            elif required:
+                raise FileNotFoundError(
+                    f"scene {missing}: {key}.npy is missing (extra_keys asks for it; CMD's targets come "
+                    "from the data module's feature_targets pass in prepare_data)"
+                )
+        return keys
+
     def make_dataset(self, split: str, train: bool) -> Dataset:
+        dirs = self.scene_dirs(split)
+        extra = self.available_extra_keys(dirs, required=split == "train")
         return SceneDataset(
-            self.scene_dirs(split),
+            dirs,
             self.voxel_size,
             transform=self.train_transform() if train else None,
-            keys=("coord", "color", "segment", "superpoint", *self.extra_keys),
+            keys=("coord", "color", "segment", "superpoint", *extra),
             seed=self.seed,
         )
 

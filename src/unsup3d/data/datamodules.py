@@ -13,6 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from unsup3d.data.datamodule_base import PointCloudDataModule
+from unsup3d.data.feature_pass import (
+    SEEN_KEY,
+    TARGET_KEY,
+    FeatureTargets,
+    as_feature_targets,
+    run_feature_pass,
+)
 from unsup3d.data.lidar_datamodules import (
     LidarDataModule,
     NuScenesDataModule,
@@ -21,7 +28,14 @@ from unsup3d.data.lidar_datamodules import (
     SyntheticLidarDataModule,
 )
 from unsup3d.data.prepare import Job, run_jobs
-from unsup3d.data.scene_folder import add_arrays, list_scenes, read_scene, settings_key, write_scene
+from unsup3d.data.scene_folder import (
+    add_arrays,
+    list_scenes,
+    read_scene,
+    settings_key,
+    usable_scenes,
+    write_scene,
+)
 
 # -- indoor datasets ------------------------------------------------------------------------------
 
@@ -54,13 +68,48 @@ def _add_superpoints(scene_dir: Path, sp: dict[str, Any]) -> None:
     )
 
 
-class ScanNetDataModule(PointCloudDataModule):
+class IndoorDataModule(PointCloudDataModule):
+    """Base of the indoor (PointDC) data modules: the common base plus CMD's feature pass.
+
+    Args:
+        feature_targets: settings of CMD's 2D feature pass
+            (:class:`~unsup3d.data.feature_pass.FeatureTargets`). When set, ``prepare_data`` writes
+            ``cmd_target.npy`` / ``cmd_seen.npy`` into the scenes of its ``splits`` (resumable), and
+            batches carry them as per-point ``cmd_target`` / ``cmd_seen``.
+    """
+
+    def __init__(self, feature_targets: FeatureTargets | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.feature_targets = as_feature_targets(feature_targets)
+        if self.feature_targets is not None:
+            self.extra_keys += [k for k in (TARGET_KEY, SEEN_KEY) if k not in self.extra_keys]
+
+    def frames_dir(self, scene_dir: Path) -> Path | None:
+        """The raw RGB-D frame export of a prepared scene, or None where the dataset has none."""
+        return None
+
+    def prepare_feature_targets(self) -> dict[str, int]:
+        """Run CMD's feature pass over the prepared scenes of ``feature_targets.splits``."""
+        cfg = self.feature_targets
+        if cfg is None:
+            return {"computed": 0, "skipped": 0}
+        dirs = [d for split in cfg.splits for d in usable_scenes(list_scenes(self.prepared_root, split))]
+        return run_feature_pass(dirs, cfg, self.frames_dir, desc=f"CMD targets ({self.name})")
+
+    def prepare_data(self) -> None:
+        super().prepare_data()
+        self.prepare_feature_targets()
+
+
+class ScanNetDataModule(IndoorDataModule):
     """ScanNet-v2 from its raw release (``scans/<scene>/``), super-voxels from the mesh segments.
 
     Args:
         raw_root: the ScanNet root holding ``scans/`` (and the label table).
         label_table: path of ``scannetv2-labels.combined.tsv`` if not under ``raw_root``.
         train_list / val_list: scene-id list files; the official v2 splits when None.
+        frames_root: where SensReader exports live for CMD's feature pass (``<frames_root>/<scene>/
+            {color,depth,pose,intrinsic}``); default: the raw scene folders themselves.
     """
 
     name = "scannet"
@@ -71,12 +120,24 @@ class ScanNetDataModule(PointCloudDataModule):
         label_table: str | None = None,
         train_list: str | None = None,
         val_list: str | None = None,
+        frames_root: str | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("voxel_size", 0.02)
         super().__init__(**kwargs)
         self.raw_root, self.label_table = Path(raw_root), label_table
         self.split_lists = {"train": train_list, "val": val_list}
+        self.frames_root = Path(frames_root) if frames_root else None
+
+    def frames_dir(self, scene_dir: Path) -> Path | None:
+        if self.frames_root is not None:
+            return self.frames_root / scene_dir.name
+        from unsup3d.data.formats import scannet
+
+        try:
+            return scannet.find_scene_dir(self.raw_root, scene_dir.name)
+        except FileNotFoundError:
+            return None
 
     def preparation_settings(self) -> dict[str, Any]:
         return {"name": self.name, "raw_root": str(self.raw_root.resolve()), **self.split_lists}
@@ -100,7 +161,7 @@ class ScanNetDataModule(PointCloudDataModule):
         return jobs
 
 
-class S3DISDataModule(PointCloudDataModule):
+class S3DISDataModule(IndoorDataModule):
     """S3DIS rooms (``Area_N/<room>/Annotations``); Area ``val_area`` validates; super-voxels by
     Felzenszwalb-Huttenlocher on a k-NN graph of estimated normals and colours (the release's VCCS
     + region growing was never published)."""
@@ -143,7 +204,7 @@ class S3DISDataModule(PointCloudDataModule):
         return jobs
 
 
-class SceneFolderDataModule(PointCloudDataModule):
+class SceneFolderDataModule(IndoorDataModule):
     """Any data already in the scene-folder layout (``<root>/<split>/<scene>/*.npy``), e.g. prepared
     by Pointcept. Scenes without ``superpoint.npy`` get Felzenszwalb-Huttenlocher super-voxels
     added in place by ``prepare_data``."""
@@ -171,6 +232,7 @@ class SceneFolderDataModule(PointCloudDataModule):
             for d in list_scenes(self.root, split)
         ]
         run_jobs(jobs, self.prepare_workers, desc="super-voxels")
+        self.prepare_feature_targets()
 
 
 class SyntheticRoomsDataModule(ScanNetDataModule):
@@ -212,6 +274,7 @@ class SyntheticRoomsDataModule(ScanNetDataModule):
 
 
 __all__ = [
+    "IndoorDataModule",
     "LidarDataModule",
     "NuScenesDataModule",
     "PointCloudDataModule",
