@@ -34,6 +34,8 @@ class PointCloudDataModule(LightningDataModule):
     """
 
     name = "pointcloud"
+    #: names of the label classes, for per-class logs (None: class ids)
+    class_names: tuple[str, ...] | None = None
 
     def __init__(
         self,

@@ -20,6 +20,8 @@ from unsup3d.data.feature_pass import (
     as_feature_targets,
     run_feature_pass,
 )
+from unsup3d.data.formats.s3dis import S3DIS_CLASS_NAMES
+from unsup3d.data.formats.scannet_labels import SCANNET20_CLASS_NAMES
 from unsup3d.data.lidar_datamodules import (
     LidarDataModule,
     NuScenesDataModule,
@@ -113,6 +115,7 @@ class ScanNetDataModule(IndoorDataModule):
     """
 
     name = "scannet"
+    class_names = SCANNET20_CLASS_NAMES
 
     def __init__(
         self,
@@ -167,13 +170,14 @@ class S3DISDataModule(IndoorDataModule):
     + region growing was never published)."""
 
     name = "s3dis"
+    class_names = S3DIS_CLASS_NAMES
 
     def __init__(
         self,
         raw_root: str,
         val_area: int = 5,
         ignore_clutter: bool = False,
-        superpoint_c: float = 0.05,
+        superpoint_c: float = 0.1,
         superpoint_min_size: int = 20,
         **kwargs: Any,
     ) -> None:
@@ -212,7 +216,7 @@ class SceneFolderDataModule(IndoorDataModule):
     name = "scene_folder"
 
     def __init__(
-        self, root: str, superpoint_c: float = 0.05, superpoint_min_size: int = 20, **kwargs: Any
+        self, root: str, superpoint_c: float = 0.1, superpoint_min_size: int = 20, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
         self.root = Path(root)
