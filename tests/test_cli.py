@@ -76,3 +76,21 @@ def test_console_scripts_answer_help() -> None:
         exe = Path(sys.executable).parent / script
         out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True)
         assert "fit" in out.stdout and "validate" in out.stdout
+
+
+def test_cpu_threads_fallback(monkeypatch) -> None:
+    from unsup3d.cli import set_cpu_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setenv("UNSUP3D_CPU_THREADS", "2")
+        assert set_cpu_threads() == 2
+        monkeypatch.delenv("UNSUP3D_CPU_THREADS")
+        assert set_cpu_threads() == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        torch.set_num_threads(2)
+        assert set_cpu_threads() == 2  # an explicit OMP_NUM_THREADS is respected
+    finally:
+        torch.set_num_threads(before)
