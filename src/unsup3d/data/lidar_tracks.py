@@ -1,0 +1,262 @@
+"""The track cache of LiDAR training frames: per point, the id of its cluster's track (STSSL Sec. 3.1,
+Eq. 1), which gives the inter-frame pairs of Eq. 3.
+
+Tracks are computed once per sequence from the cached DBSCAN clusters and written to
+``<prepared_root>/tracks/<key>/<sequence>/<index:06d>.npy`` (int32, -1 where a point's cluster takes no
+part), each file atomically; ``<key>/<sequence>.done.json`` marks a finished sequence and
+``<key>/tracks.json`` a finished version. ``key`` hashes the tracking settings and the features used:
+location only (``features=None``, what ``prepare_data`` computes), or a backbone's features (Eq. 1
+with ``alpha``), named by a digest of its weights, so re-tracking with other weights makes a new
+version and the same weights reuse theirs.
+
+Points are tracked in the world frame when every frame of the sequence has a pose (KITTI's
+``poses.txt``, nuScenes' ego poses), else in each scan's own sensor frame, as the paper does.
+Sequences are tracked frame by frame (:class:`StreamingTracker`, which keeps only cluster centres and
+mean features), so a 4,500-frame KITTI sequence never sits in memory at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from unsup3d.data.collate import collate_scenes, voxelize
+from unsup3d.data.datasets import xyz_intensity_features
+from unsup3d.data.lidar_frames import FrameRef, read_frame
+from unsup3d.data.prepare import Job, save_npy_atomic, write_json_atomic
+from unsup3d.data.scene_folder import settings_key
+from unsup3d.data.tracking import match_clusters, summarize_clusters
+
+__all__ = [
+    "StreamingTracker",
+    "TrackSettings",
+    "backbone_features",
+    "feature_tracks",
+    "by_sequence",
+    "location_jobs",
+    "sequence_done",
+    "track_dir",
+    "track_frames",
+    "weights_digest",
+]
+
+FeatureFn = Callable[[FrameRef], np.ndarray]
+
+
+@dataclass(frozen=True)
+class TrackSettings:
+    """Tracking settings (STSSL Sec. 4.1 and the release): Eq. 1's ``alpha``, the 5 m gate, clusters
+    of 200-20,000 points, tracks ending when unmatched (``max_gap=0``), poses used where present."""
+
+    alpha: float = 0.5
+    gate: float = 5.0
+    min_points: int = 200
+    max_points: int = 20000
+    max_gap: int = 0
+    use_poses: bool = True
+
+
+def track_dir(prepared_root: Path, settings: TrackSettings, features: str | None = None) -> Path:
+    """The folder of one track version: the settings and the features (None: location only)."""
+    return Path(prepared_root) / "tracks" / settings_key({**asdict(settings), "features": features})
+
+
+class StreamingTracker:
+    """:func:`unsup3d.data.tracking.track_sequence`, one frame at a time: ``update`` takes a frame's
+    points, cluster ids and optional per-point features and returns its points' track ids, the same
+    ids ``track_sequence`` gives over the whole sequence."""
+
+    def __init__(
+        self, alpha: float = 0.5, gate: float = 5.0, min_points: int = 200, max_points: int = 20000,
+        max_gap: int = 0,
+    ) -> None:  # fmt: skip
+        if max_gap < 0 or alpha < 0 or gate < 0 or min_points > max_points:
+            raise ValueError(
+                f"StreamingTracker: need max_gap, alpha, gate >= 0 and min_points <= max_points, got "
+                f"{max_gap}, {alpha}, {gate}, {min_points}, {max_points}"
+            )
+        self.alpha, self.gate, self.max_gap = alpha, gate, max_gap
+        self.min_points, self.max_points = min_points, max_points
+        self.t = 0
+        self.next_id = 0
+        # Candidate tracks: id, last frame seen, last centre, last feature.
+        self.ids = np.zeros(0, dtype=np.int64)
+        self.seen = np.zeros(0, dtype=np.int64)
+        self.centres = np.zeros((0, 3))
+        self.feats: np.ndarray | None = None
+
+    def update(
+        self, points: np.ndarray, clusters: np.ndarray, features: np.ndarray | None = None
+    ) -> np.ndarray:
+        points, clusters = np.asarray(points), np.asarray(clusters).astype(np.int64, copy=False)
+        if points.ndim != 2 or points.shape[1] < 3 or clusters.shape != (len(points),):
+            raise ValueError(
+                f"StreamingTracker: frame {self.t}: need points (N, >=3) and clusters (N,), got "
+                f"{points.shape} and {clusters.shape}"
+            )
+        if features is not None and (features.ndim != 2 or len(features) != len(points)):
+            raise ValueError(
+                f"StreamingTracker: frame {self.t}: features {features.shape} for {len(points)} points"
+            )
+        t = self.t
+        summary = summarize_clusters(points, clusters, features, self.min_points, self.max_points)
+        alive = self.seen >= t - 1 - self.max_gap
+        self.ids, self.seen, self.centres = self.ids[alive], self.seen[alive], self.centres[alive]
+        if self.feats is not None:
+            self.feats = self.feats[alive]
+        r, c = match_clusters(
+            self.centres, summary.centres, self.feats, summary.features, self.alpha, self.gate
+        )
+        track_of = np.full(len(summary), -1, dtype=np.int64)
+        track_of[c] = self.ids[r]
+        new = track_of < 0
+        track_of[new] = self.next_id + np.arange(int(new.sum()))
+        self.next_id += int(new.sum())
+
+        lut = np.full(int(clusters.max()) + 2 if len(clusters) else 1, -1, dtype=np.int64)
+        lut[summary.ids] = track_of
+        out = lut[clusters]  # id -1 reads the last entry, which no cluster id reaches
+
+        stale = ~np.isin(self.ids, track_of)
+        self.ids = np.concatenate([self.ids[stale], track_of])
+        self.seen = np.concatenate([self.seen[stale], np.full(len(track_of), t)])
+        self.centres = np.concatenate([self.centres[stale], summary.centres])
+        if summary.features is not None:
+            old = self.feats[stale] if self.feats is not None else np.zeros((0, summary.features.shape[1]))
+            self.feats = np.concatenate([old, summary.features])
+        self.t += 1
+        return out
+
+
+def by_sequence(frames: Sequence[FrameRef]) -> dict[str, list[FrameRef]]:
+    """Frames grouped by sequence, each group in time order."""
+    out: dict[str, list[FrameRef]] = {}
+    for ref in frames:
+        out.setdefault(ref.sequence, []).append(ref)
+    return {seq: sorted(refs, key=lambda r: r.index) for seq, refs in out.items()}
+
+
+def _marker(out_root: Path, sequence: str) -> Path:
+    return out_root / f"{sequence}.done.json"
+
+
+def track_frames(
+    refs: Sequence[FrameRef],
+    cluster_root: Path,
+    out_root: Path,
+    settings: TrackSettings,
+    features: FeatureFn | None = None,
+) -> None:
+    """Track the frames of one sequence (in time order) and write each frame's track ids, then the
+    sequence's marker. ``features(ref)`` gives a frame's per-point features for Eq. 1's ``D_feat``."""
+    world = settings.use_poses and all(r.pose is not None for r in refs)
+    tracker = StreamingTracker(
+        settings.alpha, settings.gate, settings.min_points, settings.max_points, settings.max_gap
+    )
+    for ref in refs:
+        xyz = read_frame(ref)["coord"].astype(np.float64)
+        cluster_file = cluster_root / ref.sequence / f"{ref.index:06d}.npy"
+        clusters = np.load(cluster_file, allow_pickle=False)
+        if clusters.shape != (len(xyz),):
+            raise ValueError(
+                f"{cluster_file}: {clusters.shape} cluster ids for the {len(xyz)} points of {ref.scan}"
+            )
+        if world:
+            xyz = xyz @ ref.pose[:3, :3].T + ref.pose[:3, 3]
+        ids = tracker.update(xyz, clusters, None if features is None else features(ref))
+        save_npy_atomic(out_root / ref.sequence / f"{ref.index:06d}.npy", ids.astype(np.int32))
+    write_json_atomic(_marker(out_root, refs[0].sequence), {"frames": len(refs), "world_frame": world})
+
+
+def location_jobs(
+    frames: Sequence[FrameRef], cluster_root: Path, out_root: Path, settings: TrackSettings
+) -> list[Job]:
+    """One preparation job per sequence: location-only tracks (``D = D_loc``), skipped when done."""
+    return [
+        Job(
+            f"tracks of sequence {seq}",
+            _marker(out_root, seq),
+            track_frames,
+            (refs, cluster_root, out_root, settings),
+        )
+        for seq, refs in by_sequence(frames).items()
+    ]
+
+
+def sequence_done(out_root: Path, sequence: str) -> bool:
+    return _marker(out_root, sequence).is_file()
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """A short digest of a module's parameters and buffers: the name of the features it gives."""
+    h = hashlib.sha1()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        t = tensor.detach().cpu().contiguous()
+        h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def backbone_features(
+    backbone: torch.nn.Module, voxel_size: float, device: torch.device | str = "cpu"
+) -> FeatureFn:
+    """Per-point features of a whole (unaugmented) frame from ``backbone``, as numpy float32.
+
+    The caller puts the backbone in eval mode (BatchNorm running statistics) for the pass.
+    """
+
+    def features(ref: FrameRef) -> np.ndarray:
+        frame = read_frame(ref)
+        sample = voxelize({**frame, "scene_index": np.array(0)}, voxel_size, xyz_intensity_features(frame))
+        batch = collate_scenes([sample])
+        with torch.no_grad():
+            out = backbone(batch["sparse"].to(device), batch["inverse"].to(device))
+        return out.float().cpu().numpy()
+
+    return features
+
+
+def feature_tracks(
+    frames: Sequence[FrameRef],
+    prepared_root: Path,
+    settings: TrackSettings,
+    backbone: torch.nn.Module,
+    voxel_size: float,
+    device: torch.device | str = "cpu",
+    rank: int = 0,
+    world_size: int = 1,
+    barrier: Callable[[], None] | None = None,
+) -> str:
+    """Track ``frames`` with ``backbone``'s features (STSSL Eq. 1) into the version named by the weights'
+    digest, unless it is finished already; returns the digest.
+
+    With several processes each tracks the sequences ``i % world_size == rank``; all ranks must call
+    it, and ``barrier`` (e.g. the Lightning strategy's) lets rank 0 mark the version finished only
+    once every sequence is written. The backbone runs in eval mode and is put back as it was.
+    """
+    tag = weights_digest(backbone)
+    root = track_dir(prepared_root, settings, tag)
+    if (root / "tracks.json").is_file():
+        return tag
+    was_training = backbone.training
+    backbone.eval()
+    features = backbone_features(backbone, voxel_size, device)
+    try:
+        for i, (seq, refs) in enumerate(sorted(by_sequence(frames).items())):
+            if i % world_size == rank and not sequence_done(root, seq):
+                track_frames(refs, Path(prepared_root) / "clusters", root, settings, features)
+    finally:
+        backbone.train(was_training)
+    if barrier is not None:
+        barrier()
+    if rank == 0:
+        write_json_atomic(root / "tracks.json", {"settings": asdict(settings), "features": tag})
+    if barrier is not None:
+        barrier()
+    return tag
