@@ -5,8 +5,14 @@
 generates the rooms (ScanNet's raw layout), runs Cross-Modal Distillation
 (``experiments/quickstart/pointdc_cmd.yaml``), then Super-Voxel Clustering from its checkpoint
 (``experiments/quickstart/pointdc_svc.yaml``), and prints the final Hungarian-matched mIoU,
-accuracy and per-class IoU on the validation rooms. Extra arguments go to both runs, e.g.
+accuracy and per-class IoU on the validation rooms. Extra arguments go to every run, e.g.
 ``--trainer.max_epochs 2``.
+
+    python -m unsup3d.quickstart stssl
+
+runs STSSL's chain on the built-in synthetic LiDAR sequences instead: point-to-cluster
+pre-training, inter-frame pre-training from its checkpoint, then fine-tuning with a few labelled
+frames, and prints the fine-tuned mIoU and accuracy.
 """
 
 from __future__ import annotations
@@ -38,13 +44,38 @@ def format_metrics(metrics: dict, prefix: str = "val") -> str:
     return "\n".join(lines)
 
 
+def _last_checkpoint(cli: Unsup3DCLI) -> str:
+    cb = cli.trainer.checkpoint_callback
+    return cb.last_model_path or cb.best_model_path
+
+
+def stssl(extra: Sequence[str]) -> dict:
+    """Run P2C, inter-frame, then fine-tuning; print and return the fine-tuned validation metrics."""
+    root = experiments_dir()
+    p2c = _fit(root / "stssl_p2c.yaml", extra)
+    inter = _fit(
+        root / "stssl_interframe.yaml", ["--model.init_args.init_checkpoint", _last_checkpoint(p2c), *extra]
+    )
+    tune = _fit(
+        root / "finetune_synthetic.yaml",
+        ["--model.init_args.init_checkpoint", _last_checkpoint(inter), *extra],
+    )
+    metrics = {k: v for k, v in tune.trainer.callback_metrics.items() if k.startswith("val/")}
+    print("\nSTSSL quickstart: fine-tuned results on the synthetic validation sequence (%)")
+    print(format_metrics(metrics))
+    return metrics
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
-    """Run CMD then SVC; print and return SVC's final validation metrics."""
+    """Run CMD then SVC (or, with ``stssl`` first, STSSL's chain); print and return the final metrics."""
     extra = list(sys.argv[1:] if argv is None else argv)
+    if extra[:1] == ["stssl"]:
+        return stssl(extra[1:])
     root = experiments_dir()
     cmd = _fit(root / "pointdc_cmd.yaml", extra)
-    ckpt = cmd.trainer.checkpoint_callback.last_model_path or cmd.trainer.checkpoint_callback.best_model_path
-    svc = _fit(root / "pointdc_svc.yaml", ["--model.init_args.init_checkpoint", ckpt, *extra])
+    svc = _fit(
+        root / "pointdc_svc.yaml", ["--model.init_args.init_checkpoint", _last_checkpoint(cmd), *extra]
+    )
     metrics = {k: v for k, v in svc.trainer.callback_metrics.items() if k.startswith("val/")}
     print("\nPointDC quickstart: Hungarian-matched results on the synthetic validation rooms (%)")
     print(format_metrics(metrics))
