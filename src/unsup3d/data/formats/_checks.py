@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,19 @@ def check_finite(array: np.ndarray, path: PathLike, what: str = "coordinates") -
 def finite_rows(array: np.ndarray) -> np.ndarray:
     """Boolean mask of the rows of a 2D array whose values are all finite."""
     return np.isfinite(array).reshape(len(array), -1).all(axis=1)
+
+
+def read_points(path: PathLike, columns: int, drop_nonfinite: bool = False) -> np.ndarray:
+    """A float32 ``(N, columns)`` point file; NaN or infinite values are an error naming the file,
+    unless ``drop_nonfinite`` (those points are then removed, with a warning naming the file)."""
+    points = read_binary(path, np.float32, columns)
+    if not drop_nonfinite:
+        return check_finite(points, path, "points")
+    keep = finite_rows(points)
+    if not keep.all():
+        dropped = int((~keep).sum())
+        warnings.warn(f"{path}: dropped {dropped} points with NaN or infinite values", stacklevel=3)
+    return points[keep]
 
 
 def check_count(count: int, expected: int | None, path: PathLike, what: str = "labels") -> None:

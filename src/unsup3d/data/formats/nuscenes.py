@@ -12,14 +12,13 @@ dependency on ``nuscenes-devkit``. Layout under ``root``::
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ._checks import PathLike, check_count, check_finite, finite_rows, read_binary, read_json
+from ._checks import PathLike, check_count, read_binary, read_json, read_points
 
 # fmt: off
 # nuScenes-lidarseg's 32 general classes, in the order of their ``index`` in category.json (v1.0).
@@ -107,15 +106,7 @@ def read_sweep(path: PathLike, *, drop_nonfinite: bool = False) -> np.ndarray:
     NaN or infinite values are an error naming the file, unless ``drop_nonfinite`` (then those points
     are removed with a warning; do not use it where lidarseg labels must line up).
     """
-    points = read_binary(path, np.float32, 5)
-    if drop_nonfinite:
-        keep = finite_rows(points)
-        if not keep.all():
-            dropped = int((~keep).sum())
-            warnings.warn(f"{path}: dropped {dropped} points with NaN or infinite values", stacklevel=2)
-            points = points[keep]
-        return points
-    return check_finite(points, path, "points")
+    return read_points(path, 5, drop_nonfinite)
 
 
 def read_lidarseg(path: PathLike, num_points: int | None = None) -> np.ndarray:

@@ -14,7 +14,6 @@ layout and these same readers (see ``semantic_poss``).
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -25,10 +24,10 @@ from ._checks import (
     check_count,
     check_finite,
     existing_file,
-    finite_rows,
     parse_floats,
     read_binary,
     read_float_rows,
+    read_points,
 )
 
 # Official split of semantic-kitti.yaml: labels exist for 00-10, 11-21 are the hidden test set.
@@ -85,15 +84,7 @@ def read_scan(path: PathLike, *, drop_nonfinite: bool = False) -> np.ndarray:
     instead, with a warning (the labels of such a scan then no longer line up, so use it only on
     unlabelled data).
     """
-    points = read_binary(path, np.float32, 4)
-    if drop_nonfinite:
-        keep = finite_rows(points)
-        if not keep.all():
-            dropped = int((~keep).sum())
-            warnings.warn(f"{path}: dropped {dropped} points with NaN or infinite values", stacklevel=2)
-            points = points[keep]
-        return points
-    return check_finite(points, path, "points")
+    return read_points(path, 4, drop_nonfinite)
 
 
 def read_labels(path: PathLike, num_points: int | None = None) -> tuple[np.ndarray, np.ndarray]:
