@@ -32,8 +32,8 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
 from unsup3d.metrics import HungarianMIoU
-from unsup3d.models import MinkUNet, PredictionHead, ProjectionHead
-from unsup3d.stages.common import load_backbone
+from unsup3d.models import PredictionHead, ProjectionHead
+from unsup3d.stages.common import build_backbone, default_stssl_backbone
 from unsup3d.stages.evaluation import log_metric
 
 __all__ = [
@@ -128,9 +128,7 @@ class BYOLStage(LightningModule):
         predictor_hidden: int = 256,
         val_num_classes: int | None = None,
     ) -> None:
-        self.backbone = backbone if backbone is not None else MinkUNet(in_channels=4)
-        if init_checkpoint:
-            load_backbone(self.backbone, init_checkpoint)
+        self.backbone = build_backbone(backbone, init_checkpoint, default_stssl_backbone)
         dim = self.backbone.out_channels
         self.projector = ProjectionHead(dim, projector_hidden, projection_dim)
         self.predictor = PredictionHead(projection_dim, predictor_hidden, projection_dim)

@@ -3,18 +3,36 @@ and this rank's share of a data module's unaugmented training scenes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningModule
 
-from unsup3d.models import Res16UNet
+from unsup3d.models import MinkUNet, Res16UNet
 
 
 def default_pointdc_backbone() -> torch.nn.Module:
     """PointDC's Res16UNet on its release's 6 input channels (RGB, centred coordinates)."""
     return Res16UNet(in_channels=6)
+
+
+def default_stssl_backbone() -> torch.nn.Module:
+    """STSSL's MinkUNet on x, y, z and intensity."""
+    return MinkUNet(in_channels=4)
+
+
+def build_backbone(
+    backbone: torch.nn.Module | None,
+    init_checkpoint: str | Path | None,
+    default: Callable[[], torch.nn.Module],
+) -> torch.nn.Module:
+    """The stage's backbone: the one given (or ``default()``), with the ``backbone.*`` weights of
+    ``init_checkpoint`` loaded into it when one is named."""
+    net = backbone if backbone is not None else default()
+    if init_checkpoint:
+        load_backbone(net, init_checkpoint)
+    return net
 
 
 def load_backbone(backbone: torch.nn.Module, checkpoint: str | Path, prefix: str = "backbone.") -> None:

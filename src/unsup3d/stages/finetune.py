@@ -19,8 +19,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor
 from torchmetrics import Metric
 
-from unsup3d.models import MinkUNet
-from unsup3d.stages.common import load_backbone
+from unsup3d.stages.common import build_backbone, default_stssl_backbone
 from unsup3d.stages.evaluation import log_metric
 
 
@@ -93,9 +92,7 @@ class FinetuneModule(LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["backbone"])
-        self.backbone = backbone if backbone is not None else MinkUNet(in_channels=4)
-        if init_checkpoint:
-            load_backbone(self.backbone, init_checkpoint)
+        self.backbone = build_backbone(backbone, init_checkpoint, default_stssl_backbone)
         if freeze_backbone:
             self.backbone.requires_grad_(False)
         self.classifier = torch.nn.Linear(self.backbone.out_channels, num_classes)

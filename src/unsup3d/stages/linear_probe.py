@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
-from unsup3d.stages.common import default_pointdc_backbone, load_backbone
+from unsup3d.stages.common import build_backbone, default_pointdc_backbone
 
 
 class LinearProbeModule(LightningModule):
@@ -39,9 +39,7 @@ class LinearProbeModule(LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["backbone"])
-        self.backbone = backbone if backbone is not None else default_pointdc_backbone()
-        if init_checkpoint:
-            load_backbone(self.backbone, init_checkpoint)
+        self.backbone = build_backbone(backbone, init_checkpoint, default_pointdc_backbone)
         self.backbone.requires_grad_(False)
         self.linear = torch.nn.Linear(self.backbone.out_channels, num_classes)
         metric_args = {"num_classes": num_classes, "ignore_index": ignore_index}
