@@ -140,3 +140,23 @@ def test_config_runs_one_step(
         "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false", "--trainer.callbacks", "[]",
     ]  # fmt: skip
     main(args)
+
+
+def test_over_clusters_merge_once_per_evaluation(rooms_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import unsup3d.stages.svc as svc_mod
+
+    calls = []
+    real = svc_mod.merge_clusters
+    monkeypatch.setattr(svc_mod, "merge_clusters", lambda w, k: calls.append(k) or real(w, k))
+    dm = _dm(rooms_root)
+    model = SVCModule(backbone=_backbone(), num_classes=4, num_clusters=9, merge_clusters=True).eval()
+    batch = next(iter(dm.cluster_dataloader()))
+    with torch.no_grad():
+        first = model.predict_clusters(batch)
+        second = model.predict_clusters(batch)
+    assert calls == [4]  # the centroids' K-means ran once for both batches
+    assert torch.equal(first, second) and int(first.max()) < 4
+    model.on_validation_epoch_start()
+    with torch.no_grad():
+        model.predict_clusters(batch)
+    assert calls == [4, 4]  # a new evaluation merges again

@@ -21,7 +21,7 @@ from lightning.pytorch import LightningModule
 from unsup3d.metrics import HungarianMIoU
 from unsup3d.models import CosineClassifier
 from unsup3d.stages.clustering_pass import PseudoLabels, cluster_pass
-from unsup3d.stages.common import default_pointdc_backbone, load_backbone, rank_share
+from unsup3d.stages.common import build_backbone, default_pointdc_backbone, rank_share
 from unsup3d.stages.evaluation import log_metric, merge_clusters, pool_logits
 
 
@@ -68,15 +68,14 @@ class SVCModule(LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["backbone"])
-        self.backbone = backbone if backbone is not None else default_pointdc_backbone()
-        if init_checkpoint:
-            load_backbone(self.backbone, init_checkpoint)
+        self.backbone = build_backbone(backbone, init_checkpoint, default_pointdc_backbone)
         self.num_clusters = num_clusters or num_classes
         dim = self.backbone.out_channels
         self.classifier = CosineClassifier(dim, self.num_clusters, learnable=True)
         self.register_buffer("centroids", torch.zeros(self.num_clusters, dim))
         self.register_buffer("last_cluster_epoch", torch.tensor(-1))
         self.labels = PseudoLabels({}, {})
+        self._groups: torch.Tensor | None = None  # cluster -> class group when merging over-clusters
         self.metric = HungarianMIoU(num_classes, self._eval_clusters())
 
     def _eval_clusters(self) -> int:
@@ -102,6 +101,7 @@ class SVCModule(LightningModule):
         )
         self.centroids.copy_(centroids.to(self.centroids))
         self.labels = labels
+        self._groups = None
         self.last_cluster_epoch.fill_(epoch)
         self._set_classifier(epoch)
 
@@ -155,24 +155,31 @@ class SVCModule(LightningModule):
             logits = pool_logits(logits, batch["superpoint"], batch["num_superpoints"])
         pred = logits.argmax(1)
         if self.hparams.merge_clusters and self.num_clusters > self.hparams.num_classes:
-            pred = merge_clusters(self.classifier.weight.detach(), self.hparams.num_classes).to(pred.device)[
-                pred
-            ]
+            if self._groups is None:  # one K-means of the centroids per evaluation, not per batch
+                self._groups = merge_clusters(self.classifier.weight.detach(), self.hparams.num_classes)
+            pred = self._groups.to(pred.device)[pred]
         return pred
+
+    def on_validation_epoch_start(self) -> None:
+        self._groups = None  # the classifier may have moved since the last evaluation
+
+    def on_test_epoch_start(self) -> None:
+        self._groups = None
+
+    def _class_names(self) -> list[str] | None:
+        return self.hparams.class_names or getattr(self.trainer.datamodule, "class_names", None)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.metric.update(self.predict_clusters(batch), batch["segment"])
 
     def on_validation_epoch_end(self) -> None:
-        names = self.hparams.class_names or getattr(self.trainer.datamodule, "class_names", None)
-        self.last_metrics = log_metric(self, self.metric, "val", names)
+        self.last_metrics = log_metric(self, self.metric, "val", self._class_names())
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.validation_step(batch, batch_idx)
 
     def on_test_epoch_end(self) -> None:
-        names = self.hparams.class_names or getattr(self.trainer.datamodule, "class_names", None)
-        self.last_metrics = log_metric(self, self.metric, "test", names)
+        self.last_metrics = log_metric(self, self.metric, "test", self._class_names())
 
     # -- optimisation and checkpoints ----------------------------------------------------------------
 
