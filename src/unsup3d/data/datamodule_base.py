@@ -142,12 +142,12 @@ class PointCloudDataModule(LightningDataModule):
     def collate(self, samples: Sequence[Any]) -> dict[str, Any]:
         return collate_scenes(samples)
 
-    def _loader(self, key: str, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, key: str, batch_size: int, shuffle: bool, shard: bool = True) -> DataLoader:
         ds = self.datasets[key]
         return DataLoader(
             ds,
             batch_size=batch_size,
-            sampler=EpochSampler(len(ds), shuffle=shuffle, seed=self.seed),
+            sampler=EpochSampler(len(ds), shuffle=shuffle, seed=self.seed, shard=shard),
             num_workers=self.num_workers,
             collate_fn=self.collate,
             persistent_workers=self.num_workers > 0,
@@ -168,4 +168,5 @@ class PointCloudDataModule(LightningDataModule):
         """The training scenes in order, unaugmented: for dataset-wide clustering passes."""
         if "train_eval" not in self.datasets:
             self.setup("fit")
-        return self._loader("train_eval", self.val_batch_size, shuffle=False)
+        # every process sees the whole order; the passes share it out themselves (stages.common.rank_share)
+        return self._loader("train_eval", self.val_batch_size, shuffle=False, shard=False)

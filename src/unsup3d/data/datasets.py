@@ -2,9 +2,9 @@
 (seed, epoch, index), so a resumed or distributed run draws exactly what an uninterrupted one does.
 
 The epoch reaches the data set through the indices themselves: :class:`EpochSampler` yields
-``(epoch, index)`` pairs, and Lightning calls its ``set_epoch`` each epoch (also when it wraps the
-sampler for distributed training), which works with worker processes where an attribute set on the
-data set in the main process would not.
+``(epoch, index)`` pairs, and Lightning calls its ``set_epoch`` each epoch, which works with worker
+processes where an attribute set on the data set in the main process would not. The sampler shards
+itself under ``torch.distributed`` (see :class:`EpochSampler`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+import torch.distributed as dist
+from torch.utils.data import Dataset, DistributedSampler
 
 from unsup3d.data.collate import voxelize
 from unsup3d.data.scene_folder import read_scene
@@ -48,25 +49,67 @@ def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, epoch, index]))
 
 
-class EpochSampler(Sampler):
-    """Yields ``(epoch, index)``; shuffles with a generator seeded by (seed, epoch)."""
+class EpochSampler(DistributedSampler):
+    """Yields ``(epoch, index)``; shuffles with a generator seeded by (seed, epoch).
 
-    def __init__(self, size: int, shuffle: bool = True, seed: int = 0) -> None:
+    Distributed-aware, so Lightning uses it as it is instead of wrapping it: under
+    ``torch.distributed`` each process takes every ``world_size``-th item of the one shared order
+    (rank ``r`` takes items ``r, r + W, ...``). With ``even=True`` (training) the order is padded by
+    wrapping around so every process draws as many batches as the others (DDP needs that); with
+    ``even=False`` (evaluation, clustering passes) every item goes to exactly one process, so
+    dataset-wide metrics equal one process's. ``shard=False`` gives every process all items.
+
+    ``skip`` drops that many of this process's items from the start of the next iteration (then resets
+    to 0): a run resumed from a mid-epoch checkpoint continues the epoch where it stopped.
+    """
+
+    def __init__(
+        self, size: int, shuffle: bool = True, seed: int = 0, *, even: bool | None = None, shard: bool = True
+    ) -> None:
+        # DistributedSampler.__init__ needs an initialised process group; the rank is read per iteration.
         self.size, self.shuffle, self.seed, self.epoch = size, shuffle, seed, 0
+        self.even = shuffle if even is None else even
+        self.shard = shard
+        self.skip = 0
+        self.drop_last = False
+
+    @property
+    def num_replicas(self) -> int:  # type: ignore[override]
+        if self.shard and dist.is_available() and dist.is_initialized():
+            return dist.get_world_size()
+        return 1
+
+    @property
+    def rank(self) -> int:  # type: ignore[override]
+        return dist.get_rank() if self.num_replicas > 1 else 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __len__(self) -> int:
-        return self.size
+    def _share(self) -> int:
+        world, rank = self.num_replicas, self.rank
+        if self.even:
+            return -(-self.size // world)
+        return len(range(rank, self.size, world))
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def __len__(self) -> int:
+        return self._share()
+
+    def order(self) -> list[int]:
+        """This process's indices for the current epoch, before ``skip``."""
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed * 1000003 + self.epoch)
-            order = torch.randperm(self.size, generator=g)
+            order = torch.randperm(self.size, generator=g).tolist()
         else:
-            order = torch.arange(self.size)
-        return iter([(self.epoch, int(i)) for i in order])
+            order = list(range(self.size))
+        world, rank = self.num_replicas, self.rank
+        if self.even and order and len(order) % world:
+            order += order[: world - len(order) % world]
+        return order[rank::world]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        mine, self.skip = self.order()[self.skip :], 0
+        return iter([(self.epoch, i) for i in mine])
 
 
 class SceneDataset(Dataset):
