@@ -29,11 +29,13 @@ from unsup3d.data.lidar_datamodules import (
     SemanticPOSSDataModule,
     SyntheticLidarDataModule,
 )
-from unsup3d.data.prepare import Job, run_jobs
+from unsup3d.data.prepare import Job, npy_problem, preparation_lock, run_jobs
 from unsup3d.data.scene_folder import (
+    TRAINING_KEYS,
     add_arrays,
     list_scenes,
     read_scene,
+    scene_dir_problem,
     settings_key,
     usable_scenes,
     write_scene,
@@ -58,6 +60,11 @@ def _convert_s3dis(room_dir: Path, out_dir: Path, ignore_clutter: bool, sp: dict
         room["coord"], room["color"], room["normal"], workers=1, **sp
     )
     write_scene(out_dir, room)
+
+
+def _prepared_scene_problem(scene_dir: Path) -> str | None:
+    # a conversion job's check: a prepared scene missing or damaging an array it needs is redone
+    return scene_dir_problem(scene_dir, TRAINING_KEYS)
 
 
 def _add_superpoints(scene_dir: Path, sp: dict[str, Any]) -> None:
@@ -99,8 +106,10 @@ class IndoorDataModule(PointCloudDataModule):
         return run_feature_pass(dirs, cfg, self.frames_dir, desc=f"CMD targets ({self.name})")
 
     def prepare_data(self) -> None:
-        super().prepare_data()
-        self.prepare_feature_targets()
+        self.check_raw_root()
+        with preparation_lock(self.prepared_root):
+            super().prepare_data()
+            self.prepare_feature_targets()
 
 
 class ScanNetDataModule(IndoorDataModule):
@@ -116,6 +125,11 @@ class ScanNetDataModule(IndoorDataModule):
 
     name = "scannet"
     class_names = SCANNET20_CLASS_NAMES
+    raw_layout = (
+        "the ScanNet-v2 root: scans/<scene>/ (the mesh <scene>_vh_clean_2.ply and its annotations) and "
+        "scannetv2-labels.combined.tsv"
+    )
+    raw_markers = ("scans", "scene*")
 
     def __init__(
         self,
@@ -159,6 +173,7 @@ class ScanNetDataModule(IndoorDataModule):
                         out,
                         _convert_scannet,
                         (scene_dir, out, self.label_table),
+                        check=_prepared_scene_problem,
                     )
                 )
         return jobs
@@ -171,6 +186,8 @@ class S3DISDataModule(IndoorDataModule):
 
     name = "s3dis"
     class_names = S3DIS_CLASS_NAMES
+    raw_layout = "Stanford3dDataset_v1.2_Aligned_Version/: Area_N/<room>/Annotations/*.txt"
+    raw_markers = ("Area_*",)
 
     def __init__(
         self,
@@ -204,7 +221,7 @@ class S3DISDataModule(IndoorDataModule):
             split = "val" if area == f"Area_{self.val_area}" else "train"
             out = out_root / split / f"{area}_{room.name}"
             args = (room, out, self.ignore_clutter, self.sp)
-            jobs.append(Job(f"S3DIS room {room}", out, _convert_s3dis, args))
+            jobs.append(Job(f"S3DIS room {room}", out, _convert_s3dis, args, check=_prepared_scene_problem))
         return jobs
 
 
@@ -214,6 +231,8 @@ class SceneFolderDataModule(IndoorDataModule):
     added in place by ``prepare_data``."""
 
     name = "scene_folder"
+    raw_layout = "scene folders <root>/<split>/<scene>/{coord,color,segment}.npy (Pointcept's layout)"
+    raw_markers = ("train/*/coord.npy", "val/*/coord.npy")
 
     def __init__(
         self, root: str, superpoint_c: float = 0.1, superpoint_min_size: int = 20, **kwargs: Any
@@ -226,17 +245,22 @@ class SceneFolderDataModule(IndoorDataModule):
     def prepared_root(self) -> Path:
         return self.root
 
+    def raw_data_root(self) -> Path:
+        return self.root
+
     def has_split(self, split: str) -> bool:
         return bool(list_scenes(self.root, split))
 
     def prepare_data(self) -> None:
-        jobs = [
-            Job(f"scene {d}", d / "superpoint.npy", _add_superpoints, (d, self.sp))
-            for split in ("train", "val")
-            for d in list_scenes(self.root, split)
-        ]
-        run_jobs(jobs, self.prepare_workers, desc="super-voxels")
-        self.prepare_feature_targets()
+        self.check_raw_root()
+        with preparation_lock(self.root):
+            jobs = [
+                Job(f"scene {d}", d / "superpoint.npy", _add_superpoints, (d, self.sp), check=npy_problem)
+                for split in ("train", "val")
+                for d in list_scenes(self.root, split)
+            ]
+            run_jobs(jobs, self.prepare_workers, desc="super-voxels")
+            self.prepare_feature_targets()
 
 
 class SyntheticRoomsDataModule(ScanNetDataModule):
@@ -244,6 +268,7 @@ class SyntheticRoomsDataModule(ScanNetDataModule):
     ``<data_root>/synthetic_rooms-raw-<hash>/`` in ScanNet's raw layout, then read like ScanNet."""
 
     name = "synthetic_rooms"
+    raw_layout = "the synthetic rooms in ScanNet's layout, which prepare_data generates"
 
     def __init__(
         self,
@@ -273,8 +298,9 @@ class SyntheticRoomsDataModule(ScanNetDataModule):
     def prepare_data(self) -> None:
         from unsup3d.data.synthetic.rooms import generate_rooms
 
-        generate_rooms(self.raw_root, self.config)
-        super().prepare_data()
+        with preparation_lock(self.prepared_root):
+            generate_rooms(self.raw_root, self.config)
+            super().prepare_data()
 
 
 __all__ = [

@@ -18,9 +18,7 @@ written last, so an interrupted scene never looks finished.
 from __future__ import annotations
 
 import json
-import os
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from unsup3d.data.prepare import load_npy, write_json_atomic
 from unsup3d.data.scene_folder import add_arrays, read_scene
 
 #: bump when the arrays a given setting produces change
@@ -240,9 +239,7 @@ def scene_targets(
     (scene_dir / SETTINGS_FILE).unlink(missing_ok=True)
     add_arrays(scene_dir, {TARGET_KEY: target, SEEN_KEY: seen})
     record = {"settings": scene_settings(cfg, teacher, kind), "stats": stats}
-    tmp = scene_dir / f".{SETTINGS_FILE}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
-    os.replace(tmp, scene_dir / SETTINGS_FILE)
+    write_json_atomic(scene_dir / SETTINGS_FILE, record)
     return stats
 
 
@@ -298,7 +295,7 @@ def target_dim(scene_dirs: Sequence[Path]) -> int | None:
     for d in scene_dirs:
         f = Path(d) / f"{TARGET_KEY}.npy"
         if f.is_file():
-            arr = np.load(f, mmap_mode="r", allow_pickle=False)
+            arr = load_npy(f, mmap_mode="r")
             if arr.ndim != 2:
                 raise ValueError(f"{f}: expected a (N, D) array of targets, got shape {arr.shape}")
             return int(arr.shape[1])

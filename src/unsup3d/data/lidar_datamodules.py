@@ -33,7 +33,14 @@ from unsup3d.data.lidar_frames import (
     read_frame,
 )
 from unsup3d.data.lidar_tracks import TrackSettings, feature_tracks, location_jobs, track_dir
-from unsup3d.data.prepare import Job, run_jobs, save_npy_atomic, write_json_atomic
+from unsup3d.data.prepare import (
+    Job,
+    npy_problem,
+    preparation_lock,
+    run_jobs,
+    save_npy_atomic,
+    write_json_atomic,
+)
 from unsup3d.data.transforms import Compose, GaussianNoise, Transform, default_equivariant
 
 __all__ = [
@@ -86,6 +93,7 @@ class LidarDataModule(PointCloudDataModule):
 
     name = "lidar"
     dataset = "semantic_kitti"
+    loads_raw_files = True
 
     def __init__(
         self,
@@ -205,19 +213,24 @@ class LidarDataModule(PointCloudDataModule):
         jobs = []
         for ref in self.split_frames("train"):
             out = out_root / "clusters" / ref.sequence / f"{ref.index:06d}.npy"
-            jobs.append(Job(f"frame {ref.scan}", out, _cluster_frame, (ref, out, self.cluster_settings)))
+            args = (ref, out, self.cluster_settings)
+            jobs.append(Job(f"frame {ref.scan}", out, _cluster_frame, args, check=npy_problem))
         return jobs
 
     def prepare_data(self) -> None:
-        """Clusters of the training frames, then (``tracks=True``) their location-only tracks."""
-        super().prepare_data()
-        if self.tracks:
-            root = track_dir(self.prepared_root, self.track_settings)
-            jobs = location_jobs(
-                self.split_frames("train"), self.prepared_root / "clusters", root, self.track_settings
-            )
-            run_jobs(jobs, self.prepare_workers, desc=f"tracking {self.name}")
-            write_json_atomic(root / "tracks.json", {"settings": vars(self.track_settings), "features": None})
+        """Clusters of the training frames, then (``tracks=True``) their location-only tracks; one
+        process at a time per cache folder, resumable (see the base class)."""
+        self.check_raw_root()
+        with preparation_lock(self.prepared_root):
+            super().prepare_data()
+            if self.tracks:
+                root = track_dir(self.prepared_root, self.track_settings)
+                jobs = location_jobs(
+                    self.split_frames("train"), self.prepared_root / "clusters", root, self.track_settings
+                )
+                run_jobs(jobs, self.prepare_workers, desc=f"tracking {self.name}")
+                record = {"settings": vars(self.track_settings), "features": None}
+                write_json_atomic(root / "tracks.json", record)
 
     # -- tracks -----------------------------------------------------------------------------------
 
@@ -314,6 +327,8 @@ class SemanticKITTIDataModule(LidarDataModule):
 
     name = "semantic_kitti"
     dataset = "semantic_kitti"
+    raw_layout = "sequences/NN/{velodyne/*.bin, labels/*.label, calib.txt, poses.txt}"
+    raw_markers = ("sequences",)
 
     def __init__(
         self,
@@ -358,6 +373,14 @@ class NuScenesDataModule(LidarDataModule):
 
     name = "nuscenes"
     dataset = "nuscenes"
+
+    @property
+    def raw_layout(self) -> str:  # type: ignore[override]
+        return f"the nuScenes root: {self.version}/*.json tables, samples/LIDAR_TOP/ and lidarseg/"
+
+    @property
+    def raw_markers(self) -> tuple[str, ...]:  # type: ignore[override]
+        return (self.version,)
 
     def __init__(
         self,
@@ -407,6 +430,7 @@ class SyntheticLidarDataModule(SemanticKITTIDataModule):
     55k points a frame; fewer for quick runs)."""
 
     name = "synthetic_lidar"
+    raw_layout = "the synthetic sequences in SemanticKITTI's layout, which prepare_data generates"
 
     def __init__(
         self,
@@ -443,5 +467,6 @@ class SyntheticLidarDataModule(SemanticKITTIDataModule):
     def prepare_data(self) -> None:
         from unsup3d.data.synthetic.lidar import generate_sequences
 
-        generate_sequences(self.raw_root, self.config)
-        super().prepare_data()
+        with preparation_lock(self.prepared_root):
+            generate_sequences(self.raw_root, self.config)
+            super().prepare_data()

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from unsup3d.data.collate import collate_scenes, voxelize
 from unsup3d.data.datasets import sample_rng, xyz_intensity_features
+from unsup3d.data.prepare import load_npy
 from unsup3d.data.transforms import Transform, select_points
 from unsup3d.sparse import sparse_quantize
 
@@ -143,7 +144,7 @@ class LidarFrameDataset(Dataset):
 
     def _cached(self, path: Path, n: int, what: str) -> np.ndarray:
         try:
-            ids = np.load(path, allow_pickle=False)
+            ids = load_npy(path)  # a damaged or pickled cache file is an error naming it
         except FileNotFoundError:
             raise FileNotFoundError(
                 f"{path}: no cached {what} (did prepare_data run with these settings?)"

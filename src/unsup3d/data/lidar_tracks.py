@@ -28,7 +28,7 @@ import torch
 from unsup3d.data.collate import collate_scenes, voxelize
 from unsup3d.data.datasets import xyz_intensity_features
 from unsup3d.data.lidar_frames import FrameRef, read_frame
-from unsup3d.data.prepare import Job, save_npy_atomic, write_json_atomic
+from unsup3d.data.prepare import Job, load_npy, save_npy_atomic, write_json_atomic
 from unsup3d.data.scene_folder import settings_key
 from unsup3d.data.tracking import match_clusters, summarize_clusters
 
@@ -161,7 +161,7 @@ def track_frames(
     for ref in refs:
         xyz = read_frame(ref)["coord"].astype(np.float64)
         cluster_file = cluster_root / ref.sequence / f"{ref.index:06d}.npy"
-        clusters = np.load(cluster_file, allow_pickle=False)
+        clusters = load_npy(cluster_file)
         if clusters.shape != (len(xyz),):
             raise ValueError(
                 f"{cluster_file}: {clusters.shape} cluster ids for the {len(xyz)} points of {ref.scan}"

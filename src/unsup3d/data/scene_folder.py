@@ -5,8 +5,10 @@
 metres, ``color`` uint8 0-255, ``segment`` int64 class id or -1, ``superpoint`` int64 or -1.
 
 A scene is written into a hidden temporary folder and renamed into place, so a reader never sees a
-half-written scene and a killed preparation leaves nothing that looks finished. Every ``.npy`` is
-read with ``allow_pickle=False``.
+half-written scene and a killed preparation leaves nothing that looks finished (the next preparation
+removes the temporary). Every ``.npy`` is read with ``allow_pickle=False``; a scene with a damaged
+array (truncated, pickled, missing) is skipped with a warning that names it (:func:`usable_scenes`),
+and a preparation redoes it (:func:`scene_dir_problem` is its jobs' check).
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from unsup3d.data.prepare import load_npy, npy_problem, replace_dir, temp_path
 
 #: dtype each known array is stored with; other arrays (feature targets, ...) keep theirs.
 DTYPES: dict[str, Any] = {
@@ -33,6 +36,8 @@ DTYPES: dict[str, Any] = {
     "instance": np.int64,
     "superpoint": np.int64,
 }
+#: the arrays every scene must hold to train (what the data modules load)
+TRAINING_KEYS = ("coord", "color", "segment", "superpoint")
 
 
 def scene_problem(scene: Mapping[str, np.ndarray]) -> str | None:
@@ -63,7 +68,7 @@ def write_scene(scene_dir: str | os.PathLike, scene: Mapping[str, np.ndarray]) -
     if problem:
         raise ValueError(f"scene {scene_dir.name}: {problem}")
     scene_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = scene_dir.parent / f".{scene_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = temp_path(scene_dir)
     tmp.mkdir()
     try:
         for key, value in scene.items():
@@ -71,7 +76,8 @@ def write_scene(scene_dir: str | os.PathLike, scene: Mapping[str, np.ndarray]) -
             if key in DTYPES:
                 arr = arr.astype(DTYPES[key], copy=False)
             np.save(tmp / f"{key}.npy", np.ascontiguousarray(arr), allow_pickle=False)
-        _replace_dir(tmp, scene_dir)
+        # Another process may finish the same scene at the same moment; both hold the same arrays.
+        replace_dir(tmp, scene_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -79,24 +85,22 @@ def write_scene(scene_dir: str | os.PathLike, scene: Mapping[str, np.ndarray]) -
 
 
 def add_arrays(scene_dir: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
-    """Add arrays (e.g. 2D feature targets) to a finished scene, each file written atomically."""
+    """Add arrays (e.g. 2D feature targets) to a finished scene, each file written atomically.
+
+    Several arrays are not added as one: a caller that needs them together marks them finished with
+    a file written last (as CMD's feature pass does with its json).
+    """
     scene_dir = Path(scene_dir)
+    if not scene_dir.is_dir():
+        raise FileNotFoundError(f"scene folder {scene_dir} does not exist")
     for key, value in arrays.items():
-        tmp = scene_dir / f".{key}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}.npy"
-        np.save(tmp, np.ascontiguousarray(value), allow_pickle=False)
-        os.replace(tmp, scene_dir / f"{key}.npy")
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    if dst.exists():
-        # Another process may have finished the same scene first: both wrote the same bytes, so
-        # keeping theirs is correct; but a re-preparation must replace, so move the old one aside.
-        old = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(dst, old)
-        os.rename(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(src, dst)
+        out = scene_dir / f"{key}.npy"
+        tmp = temp_path(out)
+        try:
+            np.save(tmp, np.ascontiguousarray(value), allow_pickle=False)
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def read_scene(scene_dir: str | os.PathLike, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
@@ -111,10 +115,7 @@ def read_scene(scene_dir: str | os.PathLike, keys: Iterable[str] | None = None) 
             continue
         if not f.is_file():
             raise FileNotFoundError(f"scene {scene_dir.name}: {f.name} is missing ({f})")
-        try:
-            out[f.stem] = np.load(f, allow_pickle=False)
-        except ValueError as e:
-            raise ValueError(f"{f}: cannot be read as a plain numpy array ({e})") from e
+        out[f.stem] = load_npy(f)
     return out
 
 
@@ -126,12 +127,36 @@ def list_scenes(root: str | os.PathLike, split: str) -> list[Path]:
     return sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def usable_scenes(scene_dirs: Iterable[Path]) -> list[Path]:
-    """Scenes that can train; each one that cannot is skipped with a warning naming it."""
+def scene_dir_problem(scene_dir: str | os.PathLike, keys: Sequence[str] = ("coord",)) -> str | None:
+    """Why a scene folder cannot be read or train, or None: a missing array of ``keys``, an array file
+    that is truncated, pickled or not ``.npy`` (names the file), or a problem of :func:`scene_problem`.
+    Reads array headers and ``coord``; the other arrays are only mapped."""
+    scene_dir = Path(scene_dir)
+    if not scene_dir.is_dir():
+        return "the folder is missing"
+    for key in keys:
+        if not (scene_dir / f"{key}.npy").is_file():
+            return f"{key}.npy is missing"
+    arrays = {}
+    for f in sorted(scene_dir.glob("*.npy")):
+        if f.name.startswith("."):
+            continue
+        problem = npy_problem(f)
+        if problem:
+            return f"{f.name}: {problem}"
+        if f.stem in DTYPES:
+            arrays[f.stem] = np.load(f, allow_pickle=False, mmap_mode="r")
+    if "coord" in arrays:
+        arrays["coord"] = np.asarray(arrays["coord"])
+    return scene_problem(arrays)
+
+
+def usable_scenes(scene_dirs: Iterable[Path], keys: Sequence[str] = ("coord",)) -> list[Path]:
+    """Scenes that can be read (every array of ``keys`` present, no damaged array) and can train;
+    each one that cannot is skipped with a warning naming it and why."""
     keep = []
     for d in scene_dirs:
-        coord = np.load(d / "coord.npy", allow_pickle=False, mmap_mode="r")
-        problem = scene_problem({"coord": np.asarray(coord)})
+        problem = scene_dir_problem(d, keys)
         if problem:
             warnings.warn(f"skipping scene {d}: {problem}", stacklevel=2)
         else:
