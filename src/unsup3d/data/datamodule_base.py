@@ -3,6 +3,7 @@ seeded augmentation, and loaders (see :mod:`unsup3d.data.datamodules` for the da
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from unsup3d.data.collate import collate_scenes
 from unsup3d.data.datasets import EpochSampler, SceneDataset
-from unsup3d.data.prepare import Job, run_jobs, write_json_atomic
-from unsup3d.data.scene_folder import list_scenes, settings_key, usable_scenes
+from unsup3d.data.prepare import Job, preparation_lock, run_jobs, write_json_atomic
+from unsup3d.data.resumable_loader import ResumableDataLoader
+from unsup3d.data.scene_folder import TRAINING_KEYS, list_scenes, settings_key, usable_scenes
 from unsup3d.data.transforms import Compose, Transform, default_equivariant, default_invariant
 
 
@@ -36,6 +38,12 @@ class PointCloudDataModule(LightningDataModule):
     name = "pointcloud"
     #: names of the label classes, for per-class logs (None: class ids)
     class_names: tuple[str, ...] | None = None
+    #: what the raw data folder holds, and globs of which at least one must match in it (the error
+    #: for a missing or wrong ``raw_root`` names both)
+    raw_layout: str = ""
+    raw_markers: tuple[str, ...] = ()
+    #: whether loading reads raw files (LiDAR frames) rather than only the prepared scenes
+    loads_raw_files: bool = False
 
     def __init__(
         self,
@@ -77,12 +85,42 @@ class PointCloudDataModule(LightningDataModule):
         """The jobs that write this dataset's scene folders under ``out_root``."""
         return []
 
+    def raw_data_root(self) -> Path | None:
+        """The folder of raw data this module reads (``raw_root``), or None where it reads none."""
+        root = getattr(self, "raw_root", None)
+        return None if root is None else Path(root)
+
+    def raw_root_problem(self) -> str | None:
+        """Why the raw data folder is unusable (missing, or holding none of ``raw_markers``), naming
+        it and what it must hold; None when it is there."""
+        root = self.raw_data_root()
+        if root is None:
+            return None
+        what = f"{type(self).__name__}: raw_root {root}"
+        hint = f"expected {self.raw_layout} (see the README's 'Using real data' section)"
+        if not root.is_dir():
+            return f"{what} does not exist: {hint}"
+        if self.raw_markers and not any(next(root.glob(m), None) for m in self.raw_markers):
+            return f"{what} holds none of {', '.join(self.raw_markers)}: {hint}"
+        return None
+
+    def check_raw_root(self) -> None:
+        """Raise ``FileNotFoundError`` with :meth:`raw_root_problem`'s message, if any."""
+        problem = self.raw_root_problem()
+        if problem:
+            raise FileNotFoundError(problem)
+
     def prepare_data(self) -> None:
-        """Convert raw files into scene folders once (resumable: what is finished is skipped)."""
+        """Convert raw files into scene folders once. Resumable (what is finished is skipped, what a
+        killed run left half-written is removed) and one process at a time per folder (a second one
+        waits, then finds the work done: :func:`unsup3d.data.prepare.preparation_lock`)."""
+        self.check_raw_root()
         root = self.prepared_root
-        marker = root / "prepared.json"
-        skipped = run_jobs(self.conversion_jobs(root), self.prepare_workers, desc=f"preparing {self.name}")
-        write_json_atomic(marker, {"settings": self.preparation_settings(), "skipped": skipped})
+        with preparation_lock(root):
+            jobs = self.conversion_jobs(root)
+            skipped = run_jobs(jobs, self.prepare_workers, desc=f"preparing {self.name}")
+            record = {"settings": self.preparation_settings(), "skipped": skipped}
+            write_json_atomic(root / "prepared.json", record)
 
     # -- loading ----------------------------------------------------------------------------------
 
@@ -92,12 +130,19 @@ class PointCloudDataModule(LightningDataModule):
         return Compose([default_invariant(), default_equivariant(self.crop_extent)])
 
     def scene_dirs(self, split: str) -> list[Path]:
-        dirs = usable_scenes(list_scenes(self.prepared_root, split))
-        if not dirs:
-            raise FileNotFoundError(
-                f"{self.prepared_root / split}: no prepared scenes "
-                "(did prepare_data run? is the raw data there?)"
+        """The readable, non-degenerate scenes of ``split`` (each other one skipped with a warning)."""
+        root = self.prepared_root
+        found = list_scenes(root, split)
+        if found and root != self.raw_data_root() and not (root / "prepared.json").is_file():
+            warnings.warn(
+                f"{root}: its preparation has not finished (no prepared.json); using the {len(found)} "
+                f"{split} scenes written so far (prepare_data finishes it)",
+                stacklevel=2,
             )
+        dirs = usable_scenes(found, keys=TRAINING_KEYS)
+        if not dirs:
+            why = f"all {len(found)} scene folders are unusable (see the warnings)" if found else "no scenes"
+            raise FileNotFoundError(f"{root / split}: {why} (did prepare_data run? is the raw data there?)")
         return dirs
 
     def available_extra_keys(self, dirs: Sequence[Path], required: bool) -> list[str]:
@@ -128,6 +173,8 @@ class PointCloudDataModule(LightningDataModule):
         )
 
     def setup(self, stage: str | None = None) -> None:
+        if self.loads_raw_files or not any(list_scenes(self.prepared_root, s) for s in ("train", "val")):
+            self.check_raw_root()
         if "train" not in self.datasets and stage in (None, "fit"):
             self.datasets["train"] = self.make_dataset("train", train=True)
             # The clustering pass of PointDC's SVC reads the training scenes without augmentation.
@@ -143,8 +190,9 @@ class PointCloudDataModule(LightningDataModule):
         return collate_scenes(samples)
 
     def _loader(self, key: str, batch_size: int, shuffle: bool, shard: bool = True) -> DataLoader:
+        # resumable: a run restarted from a mid-epoch checkpoint continues the epoch where it stopped
         ds = self.datasets[key]
-        return DataLoader(
+        return ResumableDataLoader(
             ds,
             batch_size=batch_size,
             sampler=EpochSampler(len(ds), shuffle=shuffle, seed=self.seed, shard=shard),

@@ -8,7 +8,10 @@ authors' release (``models/byol_pix.py``, ``models/blocks.py``):
 - everything is per *voxel* (the release keeps one point a voxel); a voxel takes the largest cluster
   (or track) id of its points, so a voxel with a cluster point and ground belongs to the cluster;
 - before a head, voxel features go through dropout (p = 0.4), then, for a cluster-level feature, a
-  max pool over the cluster's voxels; the projector maps the 96-d pooled or per-voxel features;
+  max pool over the cluster's voxels; the projector maps the 96-d pooled or per-voxel features.
+  The dropout masks are drawn per sample from (seed, epoch, sample, site) (:func:`sample_dropout`),
+  never from the global RNG, so a run resumed from any checkpoint, or split over N processes,
+  draws the masks an uninterrupted single-process run draws;
 - only clusters present in both views with at least 20 voxels in each take part (SegContrast's
   ``overlap_clusters``, which the release reuses); a term with fewer than two such clusters in the
   batch is zero (BatchNorm needs two rows; the release catches the error and uses 0);
@@ -24,8 +27,10 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
@@ -44,10 +49,14 @@ __all__ = [
     "momentum_update",
     "normalized_mse",
     "p2c_loss",
+    "sample_dropout",
     "shared_groups",
 ]
 
 _KEY_STRIDE = 1 << 32  # batch item * stride + id: unique per (item, id) for any int32 id
+# A dropout site is (loss term, view's place in the term, branch): each draws its own masks.
+_P2C, _GROUP = 0, 1
+_ONLINE, _TARGET = 0, 1
 
 
 def normalized_mse(pred: Tensor, target: Tensor) -> Tensor:
@@ -71,6 +80,30 @@ def momentum_update(online: nn.Module, target: nn.Module, m: float) -> None:
     """``target = m * target + (1 - m) * online`` for every parameter (BYOL's exponential moving average)."""
     for p_online, p_target in zip(online.parameters(), target.parameters(), strict=True):
         p_target.mul_(m).add_(p_online.detach(), alpha=1 - m)
+
+
+def _generator_seed(key: Sequence[int]) -> int:
+    """A 63-bit seed mixed from a tuple of integers (numpy's SeedSequence: nearby tuples, far seeds)."""
+    lo, hi = np.random.SeedSequence([int(k) for k in key]).generate_state(2)
+    return (int(hi) << 31 ^ int(lo)) & ((1 << 63) - 1)
+
+
+def sample_dropout(x: Tensor, p: float, item: Tensor, keys: Sequence[Sequence[int]]) -> Tensor:
+    """Dropout (zero with probability ``p``, the rest scaled by ``1 / (1 - p)``, as ``F.dropout``) whose
+    mask on the rows of batch item ``b`` (``item == b``, in row order) is drawn from a generator seeded
+    by ``keys[b]``: a pure function of the key (e.g. seed, epoch, sample, site), not of the global RNG,
+    the other items of the batch or the process."""
+    if p <= 0:
+        return x
+    if p >= 1:
+        return x * 0
+    keep = torch.zeros(x.shape, dtype=torch.bool, device=x.device)
+    for b, key in enumerate(keys):
+        rows = torch.nonzero(item == b).squeeze(1)
+        if len(rows):
+            g = torch.Generator(device=x.device).manual_seed(_generator_seed(key))
+            keep[rows] = torch.rand((len(rows), *x.shape[1:]), generator=g, device=x.device) >= p
+    return x * keep / (1 - p)
 
 
 def cluster_keys(view: dict[str, Any], key: str) -> Tensor:
@@ -136,7 +169,7 @@ class BYOLStage(LightningModule):
         self.target_backbone = copy.deepcopy(self.backbone).requires_grad_(False)
         self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
         self.metric = HungarianMIoU(val_num_classes) if val_num_classes else None
-        self._val: list[tuple[Tensor, Tensor]] = []
+        self._val: list[tuple[Tensor, Tensor, Tensor]] = []  # features, labels, frame of each row
 
     # -- branches ------------------------------------------------------------------------------------
 
@@ -148,8 +181,16 @@ class BYOLStage(LightningModule):
     def target_features(self, view: dict[str, Any]) -> Tensor:
         return self.target_backbone(view["sparse"])
 
-    def _drop(self, x: Tensor) -> Tensor:
-        return F.dropout(x, self.hparams.feature_dropout, training=self.training)
+    def _drop(self, x: Tensor, view: dict[str, Any], site: tuple[int, ...]) -> Tensor:
+        """Feature dropout on the voxel features ``x`` of ``view``: each sample's mask is a function of
+        (seed, epoch, sample, ``site``), ``site`` naming the loss term, the view's place in it and the
+        branch, so masks are reproducible on resume and do not depend on the batch's other samples."""
+        p = self.hparams.feature_dropout
+        if not self.training or p <= 0:
+            return x
+        head = (self.hparams.get("seed", 0), self.current_epoch)  # checkpoints from before `seed`
+        keys = [(*head, int(s), *site) for s in view["scene_index"].tolist()]
+        return sample_dropout(x, p, view["sparse"].C[:, 0].to(x.device), keys)
 
     def update_target(self) -> None:
         """The momentum step of the target branch (backbone and projector)."""
@@ -177,11 +218,13 @@ class BYOLStage(LightningModule):
             return self.zero_loss(), n
         groups = (ga, gb)
         preds, targets = [], []
-        for f_on, f_tg, g in zip(online, target, groups):
+        for pos, (view, f_on, f_tg, g) in enumerate(zip(views, online, target, groups)):
             m = g >= 0
-            preds.append(self.predictor(self.projector(self._drop(f_on[m]))))
+            on = self._drop(f_on, view, (_P2C, pos, _ONLINE))[m]
+            preds.append(self.predictor(self.projector(on)))
             with torch.no_grad():
-                targets.append(self.target_projector(max_pool(self._drop(f_tg[m]), g[m], n)))
+                tg = self._drop(f_tg, view, (_P2C, pos, _TARGET))[m]
+                targets.append(self.target_projector(max_pool(tg, g[m], n)))
         loss = p2c_loss(preds[0], ga[ga >= 0], targets[1]) + p2c_loss(preds[1], gb[gb >= 0], targets[0])
         return loss, n
 
@@ -197,26 +240,36 @@ class BYOLStage(LightningModule):
         if n < 2:
             return self.zero_loss(), n
         preds, targets = [], []
-        for f_on, f_tg, g in zip(online, target, (ga, gb)):
+        for pos, (view, f_on, f_tg, g) in enumerate(zip(views, online, target, (ga, gb))):
             m = g >= 0
-            preds.append(self.predictor(self.projector(max_pool(self._drop(f_on[m]), g[m], n))))
+            on = self._drop(f_on, view, (_GROUP, pos, _ONLINE))[m]
+            preds.append(self.predictor(self.projector(max_pool(on, g[m], n))))
             with torch.no_grad():
-                targets.append(self.target_projector(max_pool(self._drop(f_tg[m]), g[m], n)))
+                tg = self._drop(f_tg, view, (_GROUP, pos, _TARGET))[m]
+                targets.append(self.target_projector(max_pool(tg, g[m], n)))
         return byol_loss(preds[0], targets[1]) + byol_loss(preds[1], targets[0]), n
 
     # -- validation: K-means probe -------------------------------------------------------------------
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Collect L2-normalised features of up to ``val_points`` labelled points of the batch."""
+        """Collect L2-normalised features of up to ``val_points`` labelled points of each frame.
+
+        The points of a frame are drawn by a generator seeded with the frame's index, so the probe
+        sees the same points whatever the batch size or the number of processes."""
         if self.metric is None:
             return
-        labelled = torch.nonzero(batch["segment"] >= 0).squeeze(1)
-        g = torch.Generator().manual_seed(batch_idx)
-        pick = labelled[
-            torch.randperm(len(labelled), generator=g)[: self.hparams.val_points].to(labelled.device)
-        ]
+        picks, frames = [], []
+        for b, frame in enumerate(batch["scene_index"].tolist()):
+            labelled = torch.nonzero((batch["segment"] >= 0) & (batch["point_batch"] == b)).squeeze(1)
+            g = torch.Generator().manual_seed(frame)
+            order = torch.randperm(len(labelled), generator=g)[: self.hparams.val_points]
+            picks.append(labelled[order.to(labelled.device)])
+            frames.append(torch.full((len(order),), frame, dtype=torch.long))
+        pick = torch.cat(picks)
         feats = self.backbone(batch["sparse"], batch["inverse"])[pick]
-        self._val.append((F.normalize(feats.float(), dim=1).cpu(), batch["segment"][pick].cpu()))
+        self._val.append(
+            (F.normalize(feats.float(), dim=1).cpu(), batch["segment"][pick].cpu(), torch.cat(frames))
+        )
 
     def on_validation_epoch_end(self) -> None:
         """Spherical K-means of the collected features (all ranks together), Hungarian-matched mIoU."""
@@ -225,8 +278,10 @@ class BYOLStage(LightningModule):
         from unsup3d.clustering import kmeans
 
         dim = self.backbone.out_channels
-        feats = torch.cat([torch.zeros(0, dim)] + [f for f, _ in self._val])
-        labels = torch.cat([torch.zeros(0, dtype=torch.long)] + [y for _, y in self._val])
+        none = [torch.zeros(0, dtype=torch.long)]
+        feats = torch.cat([torch.zeros(0, dim)] + [f for f, _, _ in self._val])
+        labels = torch.cat(none + [y for _, y, _ in self._val])
+        frames = torch.cat(none + [i for _, _, i in self._val])
         self._val = []
         k = self.hparams.val_num_classes
         total = int(
@@ -237,7 +292,8 @@ class BYOLStage(LightningModule):
                 f"K-means probe skipped: {total} labelled validation points for {k} clusters", stacklevel=2
             )
             return
-        result = kmeans(feats, k, spherical=True, niter=self.hparams.val_kmeans_iters, seed=0)
+        # Rows in frame order: the K-means of 1 and N processes (and of any batch size) is one.
+        result = kmeans(feats, k, spherical=True, niter=self.hparams.val_kmeans_iters, seed=0, order=frames)
         self.metric.update(result.assignments.to(self.device), labels.to(self.device))
         names = getattr(self.trainer.datamodule, "class_names", None) if self._trainer else None
         log_metric(self, self.metric, "val", names)

@@ -34,7 +34,7 @@ class InterFrameModule(BYOLStage):
     Args:
         backbone / init_checkpoint / projection_dim / projector_hidden / predictor_hidden /
         target_momentum / feature_dropout / min_cluster_points / lr / momentum / weight_decay /
-        nesterov / min_lr_ratio / val_num_classes / val_points / val_kmeans_iters: as
+        nesterov / min_lr_ratio / val_num_classes / val_points / val_kmeans_iters / seed: as
             :class:`~unsup3d.stages.p2c.P2CModule`; ``init_checkpoint`` is normally P2C's.
         inter_weight / p2c_weight: the weights of Eq. 4's terms (release: 0.8, 0.2).
         inter_warmup_epochs: epochs with ``inter_weight`` 0 (the lambda schedule; release: 0).
@@ -65,6 +65,7 @@ class InterFrameModule(BYOLStage):
         val_num_classes: int | None = 19,
         val_points: int = 20000,
         val_kmeans_iters: int = 30,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["backbone"])

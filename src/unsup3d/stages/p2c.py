@@ -31,8 +31,10 @@ class P2CModule(BYOLStage):
             ``lr * min_lr_ratio`` (release: 0.18, 0.9, Nesterov, 1/1000; the paper's text: wd 4e-4).
         val_num_classes: classes of the validation labels for the K-means probe (``val/miou``); None
             skips validation.
-        val_points: labelled points a validation batch contributes to the probe.
+        val_points: labelled points each validation frame contributes to the probe.
         val_kmeans_iters: Lloyd iterations of the probe.
+        seed: seeds the feature-dropout masks, drawn per sample from (seed, epoch, frame), so a resumed
+            run draws what an uninterrupted one does.
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class P2CModule(BYOLStage):
         val_num_classes: int | None = 19,
         val_points: int = 20000,
         val_kmeans_iters: int = 30,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["backbone"])
