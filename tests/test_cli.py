@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 from torch.utils.data import DataLoader, TensorDataset
@@ -71,11 +73,122 @@ def test_fit_twice_into_the_same_folder(tmp_path: Path) -> None:
     assert "tests.test_cli.TinyModule" in saved.read_text()
 
 
-def test_console_scripts_answer_help() -> None:
-    for script in ("lightning", "unsup3d"):
-        exe = Path(sys.executable).parent / script
-        out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True)
-        assert "fit" in out.stdout and "validate" in out.stdout
+COMMANDS = ("fit", "validate", "test", "predict", "preprocess", "evaluate")
+
+
+def test_console_scripts_answer_help(capsys) -> None:
+    exe = Path(sys.executable).parent / "unsup3d"
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True).stdout
+    assert tuple(re.findall(r"^  (\w+)  ", out, re.M)) == COMMANDS  # every command, one a line
+    # the ``lightning`` script is lightning_main (a subprocess more would cost seconds of imports)
+    from unsup3d.cli import lightning_main
+
+    with pytest.raises(SystemExit) as exc:
+        lightning_main(["--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and out.startswith("usage: lightning") and "fit" in out and "validate" in out
+
+
+def test_help_of_each_command(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and tuple(re.findall(r"^  (\w+)  ", out, re.M)) == COMMANDS
+    with pytest.raises(SystemExit) as exc:
+        main([])
+    assert exc.value.code == 2 and "preprocess" in capsys.readouterr().err  # no command: usage, status 2
+    for command, option in (("preprocess", "--config"), ("evaluate", "--ckpt_path")):
+        with pytest.raises(SystemExit) as exc:
+            main([command, "--help"])
+        out = capsys.readouterr().out
+        assert exc.value.code == 0 and f"unsup3d {command}" in out and option in out
+    with pytest.raises(SystemExit) as exc:
+        main(["fitt", "--config", "x.yaml"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.startswith("unsup3d: error: no command 'fitt' (did you mean fit?")
+
+
+QUICKSTART_SVC = Path(__file__).resolve().parents[1] / "experiments" / "quickstart" / "pointdc_svc.yaml"
+
+
+def _recipe(tmp_path: Path, old: str, new: str) -> list[str]:
+    text = QUICKSTART_SVC.read_text()
+    assert old in text
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text.replace(old, new))
+    return ["--config", str(path)]
+
+
+DM = "unsup3d.data.datamodules"
+NO_BATCH_SISE = (
+    f"data.init_args.batch_sise: {DM}.SyntheticRoomsDataModule takes no such argument; "
+    "did you mean 'batch_size'?"
+)
+CONFIG_ERRORS = {
+    "unknown-class": (
+        ("svc.SVCModule", "svc.NoSuchModule"), [],
+        "model.class_path: unsup3d.stages.svc.NoSuchModule is not importable "
+        "(no NoSuchModule in unsup3d.stages.svc; did you mean SVCModule?)",
+    ),
+    "misspelt-data-module": (
+        ("SyntheticRoomsDataModule", "SyntheticRoomDataModule"), [],
+        f"data.class_path: {DM}.SyntheticRoomDataModule is not importable "
+        f"(no SyntheticRoomDataModule in {DM}; did you mean SyntheticRoomsDataModule?)",
+    ),
+    "not-a-module": (
+        ("unsup3d.stages.svc.SVCModule", "torch.nn.Linear"), [],
+        "model.class_path: torch.nn.Linear is not a LightningModule",
+    ),
+    "unknown-arg": (("batch_size:", "batch_sise:"), [], NO_BATCH_SISE),
+    "unknown-arg-cli": (None, ["--data.init_args.batch_sise=2"], NO_BATCH_SISE),
+    "wrong-type": (
+        None, ["--data.init_args.batch_size", "abc"], "data.init_args.batch_size: expected int, got 'abc'"
+    ),
+    "nested-wrong-type": (
+        None, ["--model.init_args.backbone.init_args.width=abc"],
+        "model.init_args.backbone.init_args.width: expected float, got 'abc'",
+    ),
+    "trainer-wrong-type": (None, ["--trainer.max_epochs=abc"], "trainer.max_epochs: expected int, got 'abc'"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("edit", "override", "expected"), CONFIG_ERRORS.values(), ids=CONFIG_ERRORS.keys())
+def test_config_errors_are_one_line(tmp_path: Path, capsys, edit, override, expected: str) -> None:
+    config = _recipe(tmp_path, *edit) if edit else ["--config", str(QUICKSTART_SVC)]
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", *config, *override])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == f"unsup3d fit: error: {expected}\n"  # the whole report: one line
+
+
+def test_missing_required_argument(tmp_path: Path, capsys) -> None:
+    recipe = tmp_path / "scannet.yaml"
+    recipe.write_text(f"data:\n  class_path: {DM}.ScanNetDataModule\n  init_args: {{data_root: data}}\n")
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", str(QUICKSTART_SVC), "--config", str(recipe)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.endswith(f": error: data.init_args.raw_root: required by {DM}.ScanNetDataModule, not given\n")
+
+
+def test_preprocess_and_evaluate_report_config_errors_alike(tmp_path: Path, capsys) -> None:
+    ckpt = tmp_path / "empty.ckpt"
+    torch.save({"state_dict": {}}, ckpt)  # a well-formed checkpoint: the config is what is wrong
+    bad = ["--config", str(QUICKSTART_SVC), "--data.init_args.batch_size=abc"]
+    for command, extra in (("preprocess", []), ("evaluate", ["--ckpt_path", str(ckpt)])):
+        with pytest.raises(SystemExit) as exc:
+            main([command, *bad, *extra])
+        assert exc.value.code == 2
+        expected = "data.init_args.batch_size: expected int, got 'abc'"
+        assert capsys.readouterr().err == f"unsup3d {command}: error: {expected}\n"
+
+
+def test_unknown_error_shapes_pass_through() -> None:
+    from unsup3d.cli import condense_parse_error
+
+    assert condense_parse_error("unrecognized arguments: --foo 1") == "unrecognized arguments: --foo 1"
+    odd = 'Parser key "x":\n  first\n  second'
+    assert condense_parse_error(odd) == odd  # nothing is lost where the shape is not one we know
 
 
 def test_cpu_threads_fallback(monkeypatch) -> None:

@@ -2,18 +2,46 @@
 
 Any stage (a ``LightningModule`` under ``unsup3d.stages``) and any data module (under
 ``unsup3d.data.datamodules``) is picked by its ``class_path`` in a YAML config, so
-``lightning fit --config experiments/<recipe>.yaml`` runs every recipe without a registry.
+``unsup3d fit --config experiments/<recipe>.yaml`` runs every recipe without a registry. Besides
+LightningCLI's ``fit``, ``validate``, ``test`` and ``predict``, ``unsup3d`` has two commands of its own:
+
+    unsup3d preprocess --config RECIPE.yaml      # prepare the recipe's data alone (cached)
+    unsup3d evaluate --config RECIPE.yaml --ckpt_path C.ckpt [--split val|test]   # metric table
+
+A config error (an unknown class, a misspelt argument, a value of the wrong type) is reported in one
+line naming the key, with exit status 2.
 """
 
 from __future__ import annotations
 
+import difflib
+import importlib
+import inspect
 import os
+import re
 import sys
+import textwrap
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
 
 import torch
-from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.cli import LightningCLI
+from jsonargparse import Namespace
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+#: what each command does, for ``unsup3d --help``
+COMMANDS = {
+    "fit": "train a stage (Trainer.fit); --ckpt_path resumes",
+    "validate": "one validation pass (Trainer.validate)",
+    "test": "one test pass (Trainer.test)",
+    "predict": "predictions (Trainer.predict)",
+    "preprocess": "prepare a recipe's data alone (cached: a second run does nothing) and say where it is",
+    "evaluate": "validate (or test) a checkpoint; print mIoU, accuracy and per-class IoU",
+}
+
+#: values of ``ckpt_path`` that Lightning resolves itself rather than reading a file
+_CKPT_KEYWORDS = ("best", "last", "hpc")
 
 
 def set_cpu_threads() -> int:
@@ -30,12 +58,180 @@ def set_cpu_threads() -> int:
     return torch.get_num_threads()
 
 
-class Unsup3DCLI(LightningCLI):
-    """LightningCLI with unsup3d's defaults: subclass mode for model and data, and a saved config
-    that a second run into the same log folder overwrites instead of refusing to start."""
+def check_checkpoint(path: str | os.PathLike) -> Path:
+    """Raise ``FileNotFoundError`` or ``ValueError`` naming ``path`` unless it is a Lightning checkpoint
+    that loads with ``torch.load(weights_only=True)`` (tensors and plain containers: no pickled code).
 
-    def __init__(self, args: Sequence[str] | None = None, run: bool = True, **kwargs) -> None:
+    The file is memory-mapped, so the check reads the pickle, not the tensors.
+    """
+    import pickle
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    try:
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):  # the legacy (non-zip) format cannot be mapped: read it whole
+                raise
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if code := re.search(r"Unsupported global: GLOBAL (\S+)", str(e)):
+            raise ValueError(
+                f"{path}: refusing to load it: it holds pickled code ({code[1]}), "
+                "not only tensors and plain containers"
+            ) from e
+        raise ValueError(f"{path}: not a PyTorch checkpoint (unreadable pickle)") from e
+    except Exception as e:  # zip, EOF, key errors: whatever torch trips on, the file is no checkpoint
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ValueError(f"{path}: not a PyTorch checkpoint (torch.load: {type(e).__name__} {first})") from e
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ValueError(f"{path}: not a Lightning checkpoint (no 'state_dict' in it)")
+    return path
+
+
+# -- one-line config errors -----------------------------------------------------------------------
+# jsonargparse reports a bad value under a subclass-typed key (model, data, a backbone) as a union that
+# "does not validate", with every alternative's error and the whole given value; the one error that
+# matters is nested inside. These patterns pick it out.
+
+_KEY = re.compile(r'Parser key "([^"]+)":[ \t]*(.*)', re.S)
+_CLASS = re.compile(r"Problem with given class_path '([^']+)':\s*(.*)", re.S)
+_EXPECTED = re.compile(r"Expected a <class '([\w.]+)'>(?:\. Got value: (.*))?\s*$", re.S)
+_NOT_SUBCLASS = re.compile(r"Import path (\S+) does not correspond to a subclass of (\w+)")
+_NO_ATTRIBUTE = re.compile(r"module '([\w.]+)' has no attribute '(\w+)'")
+_NO_MODULE = re.compile(r"No module named '([\w.]+)'")
+_NOT_ACCEPTED = re.compile(r"Option '([^']+)' is not accepted")
+_REQUIRED = re.compile(r"the following arguments are required: (.+)")
+_NONE_ALTERNATIVE = "Expected a <class 'NoneType'>"
+
+
+def condense_parse_error(message: str) -> str:
+    """jsonargparse's error ``message`` as one line naming the key, the value and what was expected,
+    e.g. ``data.init_args.batch_size: expected int, got 'abc'``; a message of another shape unchanged."""
+    return _explain(message.strip(), "") or message.strip()
+
+
+def _join(key: str, sub: str) -> str:
+    return f"{key}.{sub}" if key else sub
+
+
+def _after_header(rest: str) -> str:
+    """The text after a ``header:`` line: what follows on its line, then the dedented lines below."""
+    first, _, below = rest.partition("\n")
+    return f"{first.strip()}\n{textwrap.dedent(below)}".strip()
+
+
+def _union_items(text: str) -> list[str]:
+    """The entries of the ``Errors:`` list of a union report, each dedented."""
+    lines = text.splitlines()
+    start = next((i for i, ln in enumerate(lines) if ln.strip() == "Errors:"), None)
+    if start is None:
+        return []
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    items: list[list[str]] = []
+    for line in lines[start + 1 :]:
+        depth = len(line) - len(line.lstrip())
+        if line.strip() and depth <= indent:
+            break
+        if line.strip().startswith("- ") and depth == indent + 2:
+            items.append([line.strip()[2:]])
+        elif items:
+            items[-1].append(line)
+    return [f"{it[0]}\n{textwrap.dedent(chr(10).join(it[1:]))}".strip() for it in items]
+
+
+def _given(text: str) -> str | None:
+    m = re.search(r"^\s*Given value: (.*)$", text, re.M)
+    return m[1] if m else None
+
+
+def _why_not_importable(reason: str) -> str:
+    if m := _NO_MODULE.search(reason):
+        return f"no module {m[1]}"
+    m = _NO_ATTRIBUTE.search(reason)
+    assert m is not None
+    try:
+        names = [n for n in dir(importlib.import_module(m[1])) if not n.startswith("_")]
+    except ImportError:
+        names = []
+    close = difflib.get_close_matches(m[2], names, n=1)
+    return f"no {m[2]} in {m[1]}" + (f"; did you mean {close[0]}?" if close else "")
+
+
+def _init_args(class_path: str) -> list[str]:
+    """The init arguments ``class_path`` accepts, through ``**kwargs`` to its bases (for a hint)."""
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return []
+    names: list[str] = []
+    for klass in getattr(cls, "__mro__", ()):
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(vars(klass)["__init__"]).parameters.values()
+        named = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        names += named[1:]  # not self
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return names
+
+
+def _explain(text: str, key: str) -> str | None:
+    """One line for the error ``text`` under ``key``, or None where the text has an unknown shape."""
+    if m := _KEY.match(text):
+        return _explain(_after_header(m[2]), _join(key, m[1]))
+    if text.startswith("Does not validate against any of the Union subtypes"):
+        errors = [e for e in _union_items(text) if e != _NONE_ALTERNATIVE]
+        expected = [m[1] for e in errors if (m := _EXPECTED.match(e))]
+        if errors and len(expected) == len(errors):
+            types = " or ".join(t.rpartition(".")[2] for t in expected)
+            return f"{key}: expected {types}, got {_given(text)!r}"
+        return _explain(errors[0], key) if len(errors) == 1 else None
+    if m := _CLASS.match(text):
+        path, reason = m[1], textwrap.dedent(m[2]).strip()
+        if _NO_ATTRIBUTE.search(reason) or _NO_MODULE.search(reason):
+            return f"{_join(key, 'class_path')}: {path} is not importable ({_why_not_importable(reason)})"
+        if n := _NOT_ACCEPTED.search(reason):
+            close = difflib.get_close_matches(n[1], _init_args(path), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            return f"{_join(key, 'init_args.' + n[1])}: {path} takes no such argument{hint}"
+        if n := _REQUIRED.search(reason):
+            return f"{_join(key, 'init_args.' + n[1].split(',')[0].strip())}: required by {path}, not given"
+        return _explain(reason, _join(key, "init_args")) or f"{key}: {path}: {reason}"
+    if m := _NOT_SUBCLASS.search(text):
+        return f"{_join(key, 'class_path')}: {m[1]} is not a {m[2]}"
+    if m := _EXPECTED.match(text):
+        got = m[2].strip() if m[2] is not None else _given(text)
+        return f"{key}: expected {m[1].rpartition('.')[2]}, got {got!r}"
+    if key and "\n" not in text:
+        return f"{key}: {text}"
+    return None
+
+
+class Unsup3DArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser, reporting a config error in one line instead of a page of usage and
+    union-type noise (``JSONARGPARSE_DEBUG=1`` restores jsonargparse's own report)."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error or os.environ.get("JSONARGPARSE_DEBUG"):
+            super().error(message, ex)  # nested parsers raise; jsonargparse catches and reports
+        parser = getattr(ex, "subcommand_parser", None) or self
+        prog = parser.prog.replace(" [options]", "")
+        sys.stderr.write(f"{prog}: error: {condense_parse_error(message)}\n")
+        self.exit(2)
+
+
+class Unsup3DCLI(LightningCLI):
+    """LightningCLI with unsup3d's defaults: subclass mode for model and data, one-line config errors,
+    checkpoints loaded with ``weights_only=True`` (``--weights_only false`` for a trusted old one), and a
+    saved config that a second run into the same log folder overwrites instead of refusing to start."""
+
+    def __init__(self, args: Sequence[str] | None = None, run: bool = True, **kwargs: Any) -> None:
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("parser_class", Unsup3DArgumentParser)
         set_cpu_threads()
         super().__init__(
             LightningModule,
@@ -48,15 +244,139 @@ class Unsup3DCLI(LightningCLI):
             **kwargs,
         )
 
+    def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        if not add_subcommands:
+            return
+        for name, parser in self._subcommand_parsers.items():
+            if "weights_only" in inspect.signature(getattr(Trainer, name)).parameters:
+                parser.set_defaults(weights_only=True)
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        # As LightningCLI's, without its warning when both ``args`` and ``sys.argv`` are given: ``main``
+        # always hands its arguments over explicitly.
+        if isinstance(args, (dict, Namespace)):
+            self.config = parser.parse_object(args)
+        else:
+            self.config = parser.parse_args(args)
+        # LightningCLI reads a checkpoint's hyper-parameters before anything is built: check the file
+        # first, so a missing, corrupt or pickled-code checkpoint is a one-line error naming it.
+        sub = self.config.get("subcommand")
+        ckpt = self.config[sub].get("ckpt_path") if sub else None
+        if ckpt and str(ckpt) not in _CKPT_KEYWORDS and "://" not in str(ckpt):
+            try:
+                if self.config[sub].get("weights_only") is False:  # the user vouches for this file
+                    if not Path(ckpt).is_file():
+                        raise FileNotFoundError(f"{ckpt}: no such checkpoint file")
+                else:
+                    check_checkpoint(ckpt)
+            except (FileNotFoundError, ValueError) as e:
+                self._parser(sub).error(f"ckpt_path: {e}")
+
+    def before_instantiate_classes(self) -> None:
+        # A checkpoint file to restore (resume, validate, test) replaces every weight of the model (our
+        # stages load strictly), so the stage's init_checkpoint, kept in the checkpoint's
+        # hyper-parameters, need not be read again, nor even still exist.
+        sub = self.subcommand
+        ckpt = self.config[sub].get("ckpt_path") if sub else None
+        model = self.config[sub].get("model") if sub else None
+        init_args = model.get("init_args") if isinstance(model, Namespace) else None
+        if ckpt and Path(str(ckpt)).is_file() and init_args is not None and init_args.get("init_checkpoint"):
+            init_args.init_checkpoint = None
+
+
+class _DataOnlyCLI(Unsup3DCLI):
+    """Parses a whole recipe (so a typo anywhere is reported) but builds only its data module."""
+
+    def instantiate_classes(self) -> None:
+        if self.config.get("data") is None:
+            self.parser.error("data: the config names no data module (a 'data:' section with a class_path)")
+        # jsonargparse >= 4.49 names it ``instantiate``; earlier releases ``instantiate_classes``
+        instantiate = getattr(self.parser, "instantiate", None) or self.parser.instantiate_classes
+        self.config_init = instantiate(Namespace(data=self.config.data))
+        self.datamodule = self.config_init.data
+        self.model = None
+
+
+PREPROCESS_HELP = """\
+usage: unsup3d preprocess --config RECIPE.yaml [--data.init_args.KEY VALUE ...]
+
+Run the data module of a recipe alone: prepare_data() (with progress bars) then setup("fit"), and
+print where the prepared data is and how many scenes or frames each split holds. Preparation is
+cached: a second run with the same settings reuses it. The recipe's model and trainer sections are
+read (and checked) but not built, so the recipe you train with is the one to pass.
+"""
+
+
+def preprocess(argv: Sequence[str]) -> LightningDataModule:
+    """``unsup3d preprocess``: prepare and set up a recipe's data module; print and return it."""
+    if {"-h", "--help"} & set(argv):
+        print(PREPROCESS_HELP, end="")
+        raise SystemExit(0)
+    cli = _DataOnlyCLI(args=list(argv), run=False, parser_kwargs={"prog": "unsup3d preprocess"})
+    dm = cli.datamodule
+    dm.prepare_data()
+    dm.setup("fit")
+    print(describe_prepared(dm))
+    return dm
+
+
+def describe_prepared(dm: LightningDataModule) -> str:
+    """Where ``dm``'s prepared data is and the size of each split it set up."""
+    from unsup3d.data.lidar_datamodules import LidarDataModule
+
+    root = getattr(dm, "prepared_root", None) or getattr(dm, "data_root", None)
+    lines = [f"{type(dm).__name__}: prepared data in {root}"]
+    unit = "frames" if isinstance(dm, LidarDataModule) else "scenes"
+    datasets = getattr(dm, "datasets", {}) or {}
+    for split in ("train", "val", "test"):
+        ds = datasets.get(split)
+        if ds is not None:
+            lines.append(f"  {split:<5} {len(ds):>6} {unit if len(ds) != 1 else unit[:-1]}")
+    return "\n".join(lines)
+
+
+def print_usage(file: TextIO = sys.stdout) -> None:
+    """``unsup3d --help``: every command, LightningCLI's and unsup3d's."""
+    width = max(map(len, COMMANDS))
+    lines = [
+        "usage: unsup3d COMMAND --config RECIPE.yaml [--SECTION.KEY VALUE ...]",
+        "",
+        "Learning 3D point-cloud semantics without labels (PointDC, STSSL) on PyTorch Lightning.",
+        "",
+        "commands:",
+        *(f"  {name:<{width}}  {what}" for name, what in COMMANDS.items()),
+        "",
+        "'unsup3d COMMAND --help' lists a command's options; the recipes are under experiments/.",
+    ]
+    print("\n".join(lines), file=file)
+
 
 def lightning_main(args: Sequence[str] | None = None) -> None:
     """Entry point of the ``lightning`` command (Lightning >= 2.5 ships none of its own)."""
-    Unsup3DCLI(args=args)
+    Unsup3DCLI(args=args, parser_kwargs={"prog": "lightning"})
 
 
 def main(args: Sequence[str] | None = None) -> None:
-    """Entry point of the ``unsup3d`` command."""
-    Unsup3DCLI(args=args)
+    """Entry point of the ``unsup3d`` command: ``preprocess`` and ``evaluate`` here, the rest LightningCLI's
+    (``sys.exit(main())`` is the console script, so it returns None)."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if not argv or argv[0] in ("-h", "--help"):
+        print_usage(file=sys.stdout if argv else sys.stderr)
+        raise SystemExit(0 if argv else 2)
+    if not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        close = difflib.get_close_matches(argv[0], COMMANDS, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        sys.stderr.write(f"unsup3d: error: no command {argv[0]!r} ({hint}commands: {', '.join(COMMANDS)})\n")
+        raise SystemExit(2)
+    if argv[0] == "preprocess":
+        preprocess(argv[1:])
+    elif argv[0] == "evaluate":
+        from unsup3d.evaluate import evaluate
+
+        evaluate(argv[1:])
+    else:  # named, not sys.argv[0]: under ``python -m unsup3d.cli`` that is cli.py
+        Unsup3DCLI(args=argv, parser_kwargs={"prog": "unsup3d"})
 
 
 if __name__ == "__main__":
