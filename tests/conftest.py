@@ -51,3 +51,13 @@ def _one_thread() -> None:
     # The sparse convolution runs many small ops, which intra-op threads slow down badly whenever the
     # cores are shared (worker processes, gloo ranks, a busy CI box): one thread is faster and steadier.
     torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _wandb_in_tmp(tmp_path_factory: pytest.TempPathFactory):
+    """Every recipe logs to an offline W&B run: keep its folders out of the user's home, silent."""
+    from tests.callbacks.wandb_env import isolate_wandb
+
+    with pytest.MonkeyPatch.context() as mp:
+        isolate_wandb(mp, tmp_path_factory.mktemp("wandb_home"))
+        yield

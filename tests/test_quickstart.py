@@ -1,18 +1,78 @@
-"""The README's main job: ``python -m unsup3d.quickstart`` runs CMD then SVC and reports mIoU."""
+"""The README's main job: ``python -m unsup3d.quickstart`` runs CMD then SVC and reports mIoU, and the
+W&B dashboard of each run (offline) holds what the README promises."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
+from tests.callbacks.wandb_env import isolate_wandb
+from unsup3d.callbacks import OfflineRun, find_offline_runs, read_offline_run
+from unsup3d.data.formats.scannet_labels import SCANNET20_CLASS_NAMES
 from unsup3d.quickstart import format_metrics, main
+from unsup3d.viz import label_colors
+
+MAX_POINTS = 20000  # ValidationMedia's max_points in the quickstart recipes
+
+
+def _val_scene(root: Path) -> tuple[dict[bytes, int], int]:
+    """The one validation room's points (coordinates -> class id) and its point count."""
+    (scene,) = [p for p in root.glob("data/quickstart/synthetic_rooms-*/val/*") if p.is_dir()]
+    coord, segment = np.load(scene / "coord.npy"), np.load(scene / "segment.npy")
+    return {c.tobytes(): int(s) for c, s in zip(coord.astype(np.float32), segment)}, len(coord)
+
+
+def _check_run(save_dir: Path, lr_key: str, root: Path) -> OfflineRun:
+    (run_dir,) = find_offline_runs(save_dir)
+    run = read_offline_run(run_dir, timeout=20)
+    assert run.finished
+    assert run.scalars("train/loss") and all(np.isfinite(run.scalars("train/loss")))
+    assert run.scalars(lr_key) and run.scalars(lr_key)[0] > 0
+    (miou,), (acc,) = run.scalars("val/miou"), run.scalars("val/acc")
+    assert 0 <= miou <= 1 and 0 <= acc <= 1
+
+    (table,) = run.media("val/iou_table")
+    table = json.loads(table.read_text())
+    assert table["columns"] == ["class", "iou"]
+    assert [row[0] for row in table["data"]] == list(SCANNET20_CLASS_NAMES)
+    for name, iou in table["data"]:  # the table and the scalar logs agree
+        logged = run.scalars(f"val/iou/{name}")
+        assert (iou is None and not logged) or logged == [pytest.approx(iou)]
+    present = [iou for _, iou in table["data"] if iou is not None]
+    assert np.mean(present) == pytest.approx(miou, abs=1e-6)
+
+    (image,) = run.media("val/confusion")
+    assert image.suffix == ".png" and min(Image.open(image).size) > 200
+
+    points, total = _val_scene(root)
+    clouds = {}
+    for what in ("ground_truth", "clusters", "supervoxels"):
+        (path,) = run.media(f"val/scene0/{what}")
+        assert path.name.endswith(".pts.json")
+        clouds[what] = np.asarray(json.loads(path.read_text()), dtype=np.float64)
+        assert clouds[what].shape == (min(total, MAX_POINTS), 6)
+        assert ((clouds[what][:, 3:] >= 0) & (clouds[what][:, 3:] <= 255)).all()
+    xyz = clouds["ground_truth"][:, :3]
+    assert all(np.array_equal(c[:, :3], xyz) for c in clouds.values())
+    # the points are the scene's own, coloured by their class
+    gt = np.array([points[p.astype(np.float32).tobytes()] for p in xyz])
+    np.testing.assert_array_equal(clouds["ground_truth"][:, 3:], label_colors(gt))
+    # clusters take their matched class's colour: agreement on labelled points is the accuracy
+    agree = (clouds["clusters"][:, 3:] == clouds["ground_truth"][:, 3:]).all(1)[gt >= 0].mean()
+    assert agree == pytest.approx(acc, abs=0.03)
+    assert len(np.unique(clouds["supervoxels"][:, 3:], axis=0)) > 5
+    return run
 
 
 def test_quickstart_runs_cmd_then_svc_and_reports(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
+    isolate_wandb(monkeypatch, tmp_path / "wandb_home")
     monkeypatch.chdir(tmp_path)  # data/ and outputs/ land here; the recipes come from the checkout
     monkeypatch.setattr(sys, "argv", ["quickstart"])
     small = [
@@ -26,6 +86,11 @@ def test_quickstart_runs_cmd_then_svc_and_reports(
     assert (tmp_path / "outputs" / "quickstart" / "cmd" / "checkpoints" / "last.ckpt").is_file()
     out = capsys.readouterr().out
     assert "PointDC quickstart" in out and "mIoU" in out
+
+    # each stage is its own offline W&B run with losses, lr, metrics, IoU table, confusion and clouds
+    _check_run(tmp_path / "outputs" / "quickstart" / "cmd", "lr-Adam", tmp_path)
+    svc = _check_run(tmp_path / "outputs" / "quickstart" / "svc", "lr-SGD", tmp_path)
+    assert svc.scalars("val/miou") == [pytest.approx(float(metrics["val/miou"]))]
 
 
 def test_format_metrics_lists_classes() -> None:

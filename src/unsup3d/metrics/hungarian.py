@@ -66,7 +66,8 @@ def _hungarian_match(confusion: Tensor) -> Tensor:
 
 
 def _hungarian_miou_compute(confusion: Tensor) -> dict[str, Tensor]:
-    """mIoU, accuracy, per-class IoU and the cluster -> class matching of a confusion matrix.
+    """mIoU, accuracy, per-class IoU and the cluster -> class matching of a confusion matrix (which is
+    returned too, as ``confusion``, for pictures of the aligned matrix).
 
     Points of unmatched clusters (more clusters than classes) are false negatives of their own class
     and false positives of none; unmatched classes (fewer clusters than classes) have tp = 0.
@@ -96,6 +97,7 @@ def _hungarian_miou_compute(confusion: Tensor) -> dict[str, Tensor]:
         "acc": acc.to(device=device, dtype=torch.float32),
         "iou": iou.to(device=device, dtype=torch.float32),
         "assignment": assignment.to(device),
+        "confusion": confusion.detach().clone(),
     }
 
 
@@ -126,7 +128,8 @@ class HungarianMIoU(Metric):
     a dict of tensors: ``miou`` and ``acc`` (0-dim float32, fractions in [0, 1]; NaN before any
     labelled point), ``iou`` (float32 ``(num_classes,)``, NaN where a class has an empty union and is
     left out of ``miou``; see the module docstring), ``assignment`` (int64 ``(num_clusters,)``, the
-    class each cluster was matched to, or -1).
+    class each cluster was matched to, or -1) and ``confusion`` (int64 ``(num_clusters, num_classes)``,
+    the counts the matching was made on: points of cluster ``i`` and class ``j``).
 
     The state is the ``(num_clusters, num_classes)`` confusion matrix, summed across processes, so
     the result on N processes equals that on one process holding all the points.

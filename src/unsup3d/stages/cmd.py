@@ -175,21 +175,25 @@ class CMDModule(LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._val_units = []
 
-    def _eval_step(self, batch: dict[str, Any], prefix: str) -> None:
+    def _eval_step(self, batch: dict[str, Any], prefix: str) -> dict[str, Tensor]:
         feats, pred = self(batch)
         if "cmd_target" in batch and "cmd_seen" in batch:
             loss, _ = self._loss(batch, pred)
             self.log(f"{prefix}/loss", loss, batch_size=len(batch["scene_index"]), sync_dist=True)
-        self._val_units.append(
-            self._units(feats if self.hparams.eval_features == "backbone" else pred, batch)
-        )
+        offset = sum(len(u[0]) for u in self._val_units)
+        feats, counts, unit = self._units(feats if self.hparams.eval_features == "backbone" else pred, batch)
+        self._val_units.append((feats, counts))
+        # clusters are known only after the epoch's K-means: media callbacks map these through
+        # ``last_metrics["unit_clusters"]``
+        return {"unit": unit + offset}
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
+        """Collects the batch's units; returns ``{"unit": index per point}`` into the epoch's units."""
+        return self._eval_step(batch, "val")
 
-    def _units(self, feats: Tensor, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+    def _units(self, feats: Tensor, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
         """The batch's evaluation units: its super-voxels (mean features) and, one by one, the points
-        without a super-voxel; with each unit's label counts ``(U, num_classes)``."""
+        without a super-voxel; with each unit's label counts ``(U, num_classes)`` and each point's unit."""
         c = self.hparams.num_classes
         sp = batch["superpoint"] if "superpoint" in batch else torch.full_like(batch["inverse"], -1)
         s = int(batch["num_superpoints"]) if "superpoint" in batch else 0
@@ -200,10 +204,11 @@ class CMDModule(LightningModule):
         label = batch["segment"]
         labelled = (label >= 0) & (label < c)
         counts = torch.bincount(unit[labelled] * c + label[labelled], minlength=(s + len(loose)) * c)
-        return torch.cat([means, feats[loose].float()]).detach(), counts.view(-1, c)
+        return torch.cat([means, feats[loose].float()]).detach(), counts.view(-1, c), unit
 
     def _evaluate(self, prefix: str) -> dict | None:
-        """Spherical K-means of the epoch's units, then the Hungarian metric on their points."""
+        """Spherical K-means of the epoch's units, then the Hungarian metric on their points; returns the
+        metric's dict and ``unit_clusters``, the cluster of each unit."""
         if not self._val_units:
             return None
         feats = torch.cat([u[0] for u in self._val_units])
@@ -215,15 +220,17 @@ class CMDModule(LightningModule):
         k = min(self.hparams.num_classes, total)
         if k < 1:
             return None
-        cluster_units(feats, counts, k, self.metric, niter=self.hparams.kmeans_iters, seed=self.hparams.seed)
+        assign = cluster_units(
+            feats, counts, k, self.metric, niter=self.hparams.kmeans_iters, seed=self.hparams.seed
+        )
         names = self.hparams.class_names or getattr(self.trainer.datamodule, "class_names", None)
-        return log_metric(self, self.metric, prefix, names)
+        return {**log_metric(self, self.metric, prefix, names), "unit_clusters": assign}
 
     def on_validation_epoch_end(self) -> None:
         self.last_metrics = self._evaluate("val")
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
+        return self._eval_step(batch, "test")
 
     def on_test_epoch_start(self) -> None:
         self._val_units = []

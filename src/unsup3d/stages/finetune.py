@@ -29,7 +29,9 @@ class SegmentationIoU(Metric):
     Points whose target is ``ignore_index`` (or outside ``[0, num_classes)``) are left out. IoU of a class
     is ``tp / (tp + fp + fn)``; mIoU averages the classes that occur in the evaluated targets (the
     others are NaN), which equals SemanticKITTI's evaluation whenever every class occurs, as on its
-    validation sequence. ``compute()`` returns ``miou``, ``acc`` (fractions) and ``iou`` per class.
+    validation sequence. ``compute()`` returns ``miou``, ``acc`` (fractions), ``iou`` per class, and the
+    counts as ``confusion`` (``(predicted, target)``, :class:`~unsup3d.metrics.HungarianMIoU`'s layout)
+    with the identity ``assignment``.
     """
 
     full_state_update = False
@@ -61,7 +63,11 @@ class SegmentationIoU(Metric):
         present = cm.sum(1) > 0
         miou = iou[present].mean() if bool(present.any()) else torch.tensor(float("nan"), dtype=torch.double)
         acc = tp.sum() / cm.sum().clamp_min(1)
-        return {"miou": miou, "acc": acc, "iou": iou}
+        # ``confusion`` and ``assignment`` in HungarianMIoU's layout (prediction rows; each prediction is
+        # its own class), so the same code draws either metric's confusion matrix
+        assignment = torch.arange(self.num_classes, device=self.confmat.device)
+        confusion = self.confmat.T.clone()
+        return {"miou": miou, "acc": acc, "iou": iou, "confusion": confusion, "assignment": assignment}
 
 
 class FinetuneModule(LightningModule):
@@ -132,8 +138,11 @@ class FinetuneModule(LightningModule):
         self.log("train/acc", acc, batch_size=bs)
         return loss
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self.metric.update(self(batch).argmax(1), batch["segment"])
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
+        """Scores the batch; returns ``{"pred": class id per point}`` for media callbacks."""
+        pred = self(batch).argmax(1)
+        self.metric.update(pred, batch["segment"])
+        return {"pred": pred.detach()}
 
     def _names(self) -> list[str] | None:
         names = self.hparams.class_names or getattr(self.trainer.datamodule, "class_names", None)
@@ -142,8 +151,8 @@ class FinetuneModule(LightningModule):
     def on_validation_epoch_end(self) -> None:
         self.last_metrics = log_metric(self, self.metric, "val", self._names())
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self.validation_step(batch, batch_idx)
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
+        return self.validation_step(batch, batch_idx)
 
     def on_test_epoch_end(self) -> None:
         self.last_metrics = log_metric(self, self.metric, "test", self._names())

@@ -61,16 +61,26 @@ class LinearProbeModule(LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["scene_index"]))
         return loss
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Scores the batch; returns ``{"pred": class id per point}`` for media callbacks."""
         pred = self(batch).argmax(1)
         self.val_iou.update(pred, batch["segment"])
         self.val_acc.update(pred, batch["segment"])
+        return {"pred": pred.detach()}
 
     def on_validation_epoch_end(self) -> None:
         iou = self.val_iou.compute()
         present = self.val_iou.confmat.sum(0) + self.val_iou.confmat.sum(1) > 0  # union non-empty
-        self.log("val/miou", iou[present].mean() if present.any() else torch.tensor(float("nan")))
-        self.log("val/acc", self.val_acc.compute())
+        miou = iou[present].mean() if present.any() else torch.tensor(float("nan"))
+        acc = self.val_acc.compute()
+        self.log("val/miou", miou)
+        self.log("val/acc", acc)
+        # HungarianMIoU's layout (prediction rows, identity assignment) for media callbacks
+        n = self.hparams.num_classes
+        self.last_metrics = {
+            "miou": miou, "acc": acc, "iou": torch.where(present, iou, torch.full_like(iou, float("nan"))),
+            "confusion": self.val_iou.confmat.T.clone(), "assignment": torch.arange(n, device=iou.device),
+        }  # fmt: skip
         names = self.hparams.class_names or getattr(self.trainer.datamodule, "class_names", None)
         for c in torch.nonzero(present).flatten().tolist():
             self.log(f"val/iou/{names[c] if names else c}", iou[c])

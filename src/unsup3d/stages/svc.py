@@ -169,14 +169,17 @@ class SVCModule(LightningModule):
     def _class_names(self) -> list[str] | None:
         return self.hparams.class_names or getattr(self.trainer.datamodule, "class_names", None)
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self.metric.update(self.predict_clusters(batch), batch["segment"])
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Scores the batch; returns ``{"pred": cluster id per point}`` for media callbacks."""
+        pred = self.predict_clusters(batch)
+        self.metric.update(pred, batch["segment"])
+        return {"pred": pred.detach()}
 
     def on_validation_epoch_end(self) -> None:
         self.last_metrics = log_metric(self, self.metric, "val", self._class_names())
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self.validation_step(batch, batch_idx)
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self.validation_step(batch, batch_idx)
 
     def on_test_epoch_end(self) -> None:
         self.last_metrics = log_metric(self, self.metric, "test", self._class_names())
