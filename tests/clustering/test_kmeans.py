@@ -175,6 +175,9 @@ def _cluster_my_rows(rank: int, world_size: int, x: torch.Tensor, split: int) ->
         out["error"] = str(exc)
     local = kmeans(mine, 5, niter=15, seed=3, distributed=False)
     out["local"] = local.assignments.numpy()
+    # Interleaved rows (rank r holds rows r, r + 2, ...) keyed by their row number: the one-process order.
+    ordered = kmeans(x[rank::2], 5, niter=15, seed=3, spherical=True, order=torch.arange(rank, len(x), 2))
+    out["ordered"] = (ordered.centroids.numpy(), ordered.assignments.numpy())
     return out
 
 
@@ -195,3 +198,22 @@ def test_two_processes_equal_one_on_the_concatenated_rows():
     np.testing.assert_array_equal(
         ranks[0]["local"], kmeans(x[:split], 5, niter=15, seed=3).assignments.numpy()
     )
+    single = kmeans(x, 5, niter=15, seed=3, spherical=True)
+    for rank, (centroids, assignments) in enumerate(r["ordered"] for r in ranks):
+        np.testing.assert_array_equal(centroids, single.centroids.numpy())
+        np.testing.assert_array_equal(assignments, single.assignments.numpy()[rank::2])
+
+
+def test_order_keys_make_the_result_independent_of_row_order():
+    x = _directions(n=400, dim=6, seed=2)
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    plain = kmeans(x, 4, niter=10, seed=1)
+    shuffled = kmeans(x[perm], 4, niter=10, seed=1, order=perm)
+    assert torch.equal(shuffled.centroids, plain.centroids) and shuffled.inertia == plain.inertia
+    assert torch.equal(shuffled.assignments, plain.assignments[perm])  # in the caller's row order
+    # without the keys, the permuted rows seed k-means++ differently
+    assert not torch.equal(kmeans(x[perm], 4, niter=10, seed=1).centroids, plain.centroids)
+    with pytest.raises(ValueError, match="order has 3 keys for 400 rows"):
+        kmeans(x, 4, order=torch.arange(3))
+    with pytest.raises(ValueError, match="order must be a 1-D integer tensor"):
+        kmeans(x, 4, order=torch.zeros(400))

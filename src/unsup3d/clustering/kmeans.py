@@ -56,6 +56,7 @@ def kmeans(
     seed: int = 0,
     init: str = "k-means++",
     distributed: bool | None = None,
+    order: Tensor | None = None,
 ) -> KMeansResult:
     """Lloyd's K-means of the rows of ``x`` with faiss (PointDC Eq. 8 when ``spherical=True``).
 
@@ -76,6 +77,11 @@ def kmeans(
             ``torch.distributed`` is initialised with more than one process; then every rank must call
             :func:`kmeans` with the same arguments. Pass False to cluster each rank's rows on their own
             (for example from code that runs on rank 0 only).
+        order: an integer key per row of ``x`` (``(n,)``). The rows are clustered sorted by key
+            (stable: equal keys keep their order, across ranks their rank order). K-means++ draws rows
+            by position, so keys that name the rows (a sample id per row, say) make the result
+            independent of how the rows are spread over processes and batches. Assignments come
+            back in ``x``'s row order either way.
 
     Under DDP the rows are gathered on rank 0 in rank order (row counts may differ), clustered once
     there, and the centroids and global inertia broadcast; each rank gets the assignments of its own
@@ -90,13 +96,18 @@ def kmeans(
     if distributed is None:
         distributed = ddp.is_distributed()
     if not distributed:
-        problem = _data_problem(x)
+        problem = _data_problem(x) or _order_problem(order, x)
         if problem:
             raise ValueError(problem)
         if x.shape[0] < k:
             raise ValueError(f"kmeans: x has {x.shape[0]} rows, fewer than k={k} clusters")
-        return _cluster(x, k, niter=niter, spherical=spherical, nredo=nredo, seed=seed, init=init)
-    return _cluster_distributed(x, k, niter=niter, spherical=spherical, nredo=nredo, seed=seed, init=init)
+        perm = None if order is None else torch.argsort(order.cpu(), stable=True).to(x.device)
+        rows = x if perm is None else x[perm]
+        result = _cluster(rows, k, niter=niter, spherical=spherical, nredo=nredo, seed=seed, init=init)
+        return result if perm is None else result._replace(assignments=_unpermute(result.assignments, perm))
+    return _cluster_distributed(
+        x, k, niter=niter, spherical=spherical, nredo=nredo, seed=seed, init=init, order=order
+    )
 
 
 def _check_params(k: int, niter: int, nredo: int, seed: int) -> None:
@@ -121,6 +132,25 @@ def _data_problem(x: Tensor) -> str | None:
         bad = int((~torch.isfinite(x)).any(dim=1).sum())
         return f"kmeans: x has {bad} rows with NaN or inf"
     return None
+
+
+def _order_problem(order: Tensor | None, x: Tensor) -> str | None:
+    """Why ``order`` cannot order the rows of ``x`` (a 2-D tensor), or None."""
+    if order is None:
+        return None
+    if not isinstance(order, Tensor) or order.ndim != 1 or order.is_floating_point() or order.is_complex():
+        got = getattr(order, "dtype", type(order).__name__)
+        return f"kmeans: order must be a 1-D integer tensor, got {got}"
+    if len(order) != x.shape[0]:
+        return f"kmeans: order has {len(order)} keys for {x.shape[0]} rows"
+    return None
+
+
+def _unpermute(assignments: Tensor, perm: Tensor) -> Tensor:
+    """Assignments of the rows ``perm`` (sorted order) back in the original row order."""
+    out = torch.empty_like(assignments)
+    out[perm] = assignments
+    return out
 
 
 def _flat_index(d: int, spherical: bool, device: torch.device) -> tuple[faiss.Index, object | None]:
@@ -245,15 +275,26 @@ def _cluster(
 
 
 def _cluster_distributed(
-    x: Tensor, k: int, *, niter: int, spherical: bool, nredo: int, seed: int, init: str
+    x: Tensor,
+    k: int,
+    *,
+    niter: int,
+    spherical: bool,
+    nredo: int,
+    seed: int,
+    init: str,
+    order: Tensor | None,
 ) -> KMeansResult:
     """Gather all ranks' rows on rank 0, cluster once, send back centroids, inertia and assignments."""
     problem = _data_problem(x)
     ok_shape = problem is None or (isinstance(x, Tensor) and x.ndim == 2)
+    if ok_shape:
+        problem = problem or _order_problem(order, x)
     n_local = x.shape[0] if ok_shape else 0
     d_local = x.shape[1] if ok_shape else -1
-    # One collective tells every rank every rank's row count, width and validity, so all raise together.
-    table = ddp.all_gather_ints([n_local, d_local, int(problem is not None)])
+    # One collective tells every rank every rank's row count, width, validity and whether it orders its
+    # rows, so all raise together.
+    table = ddp.all_gather_ints([n_local, d_local, int(problem is not None), int(order is not None)])
     sizes = table[:, 0].tolist()
     if problem is not None:
         raise ValueError(f"{problem} (rank {dist.get_rank()})")
@@ -263,12 +304,15 @@ def _cluster_distributed(
     widths = sorted(set(table[:, 1].tolist()))
     if len(widths) > 1:
         raise ValueError(f"kmeans: ranks disagree on the feature dimension: {widths}")
+    if len(set(table[:, 3].tolist())) > 1:
+        raise ValueError("kmeans: some ranks pass `order` and others do not")
     if sum(sizes) < k:
         raise ValueError(f"kmeans: all ranks together have {sum(sizes)} rows, fewer than k={k} clusters")
 
     d = widths[0]
     rank = dist.get_rank()
     full = ddp.gather_rows(x.detach().to(torch.float32), sizes)
+    keys = None if order is None else ddp.gather_rows(order.detach().long().view(-1, 1), sizes)
     status = torch.zeros(1, dtype=torch.int64)
     centroids = torch.zeros((k, d), dtype=torch.float32)
     inertia = torch.zeros(1, dtype=torch.float64)
@@ -276,13 +320,17 @@ def _cluster_distributed(
     error: Exception | None = None
     if rank == 0:
         try:
+            perm = None if keys is None else torch.argsort(keys[:, 0].cpu(), stable=True)
+            rows = full if perm is None else full[perm.to(full.device)]
             # Cluster on the caller's device so that a CUDA input uses GPU faiss on rank 0.
             result = _cluster(
-                full.to(x.device), k, niter=niter, spherical=spherical, nredo=nredo, seed=seed, init=init
+                rows.to(x.device), k, niter=niter, spherical=spherical, nredo=nredo, seed=seed, init=init
             )
             centroids = result.centroids
             inertia = torch.tensor([result.inertia], dtype=torch.float64)
             all_assignments = result.assignments
+            if perm is not None:
+                all_assignments = _unpermute(all_assignments, perm.to(all_assignments.device))
         except Exception as exc:  # re-raised below, once the other ranks know not to wait
             error = exc
             status[0] = 1

@@ -80,7 +80,8 @@ def superpoint_features(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """PointDC Eq. 8's ``S_vox(f(P))``: the mean (L2-normalised) point feature of every super-voxel.
 
-    Returns ``(S, D)`` features, the scene of each and its stored super-voxel id.
+    Returns ``(S, D)`` features, the scene of each and its stored super-voxel id; ``S`` may be 0 (a
+    DDP rank without scenes still takes part in the K-means that follows).
     """
     feats, scenes, ids = [], [], []
     for batch in loader:
@@ -91,6 +92,9 @@ def superpoint_features(
         feats.append(means[keep.to(device)].cpu())
         scenes.append(batch["scene_index"][batch["superpoint_batch"]][keep])
         ids.append(_raw_ids(batch)[keep])
+    if not feats:
+        none = torch.zeros(0, dtype=torch.long)
+        return torch.zeros(0, int(backbone.out_channels)), none, none
     return torch.cat(feats), torch.cat(scenes), torch.cat(ids)
 
 

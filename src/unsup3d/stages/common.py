@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningModule
+from torch.utils.data import BatchSampler, DataLoader
 
 from unsup3d.models import MinkUNet, Res16UNet
 
@@ -54,10 +55,25 @@ def load_backbone(backbone: torch.nn.Module, checkpoint: str | Path, prefix: str
 
 
 def rank_share(module: LightningModule) -> Iterator[dict]:
-    """The unaugmented training scenes of this rank (every ``world_size``-th batch), for
-    dataset-wide passes; with one process, all of them."""
+    """This rank's batches of the unaugmented training scenes, for dataset-wide passes.
+
+    The batches of one process's loader are cut into ``world_size`` contiguous runs (their lengths
+    differ by one at most; a rank may get none), and rank r reads run r only. Rows gathered in rank
+    order (:func:`unsup3d.clustering.kmeans`) are then in the order one process sees, so K-means,
+    whose initialisation depends on row order, clusters the same input on 1 or N processes. With one
+    process, all batches.
+    """
     loader = module.trainer.datamodule.cluster_dataloader()
     rank, world = module.global_rank, module.trainer.world_size
-    for i, batch in enumerate(loader):
-        if i % world == rank:
-            yield batch
+    if world == 1:
+        yield from loader
+        return
+    batches = list(BatchSampler(loader.sampler, loader.batch_size, drop_last=False))
+    start, stop = len(batches) * rank // world, len(batches) * (rank + 1) // world
+    # A loader over this rank's batches only: the others' scenes are never read.
+    yield from DataLoader(
+        loader.dataset,
+        batch_sampler=batches[start:stop],
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+    )
