@@ -53,12 +53,21 @@ def cmd_loss(
 
 
 def cluster_units(
-    feats: Tensor, counts: Tensor, k: int, metric: HungarianMIoU, *, niter: int = 30, seed: int = 0
+    feats: Tensor,
+    counts: Tensor,
+    k: int,
+    metric: HungarianMIoU,
+    *,
+    niter: int = 30,
+    seed: int = 0,
+    order: Tensor | None = None,
 ) -> Tensor:
     """Spherical K-means of evaluation units (super-voxel mean features ``(U, C)``) into ``k``
     clusters; every labelled point of a unit (``counts`` ``(U, num_classes)``: its points of each
-    class) enters ``metric`` with its unit's cluster. Returns the clusters ``(U,)``."""
-    assign = kmeans(feats, k, niter=niter, spherical=True, seed=seed).assignments.to(counts.device)
+    class) enters ``metric`` with its unit's cluster. Returns the clusters ``(U,)``. ``order`` (a key
+    per unit, e.g. its scene) makes K-means independent of how units were spread over processes."""
+    assign = kmeans(feats, k, niter=niter, spherical=True, seed=seed, order=order).assignments
+    assign = assign.to(counts.device)
     rows, classes = counts.nonzero(as_tuple=True)
     weights = counts[rows, classes]
     cum = torch.cumsum(weights, 0)
@@ -181,8 +190,9 @@ class CMDModule(LightningModule):
             loss, _ = self._loss(batch, pred)
             self.log(f"{prefix}/loss", loss, batch_size=len(batch["scene_index"]), sync_dist=True)
         offset = sum(len(u[0]) for u in self._val_units)
-        feats, counts, unit = self._units(feats if self.hparams.eval_features == "backbone" else pred, batch)
-        self._val_units.append((feats, counts))
+        source = feats if self.hparams.eval_features == "backbone" else pred
+        feats, counts, unit, scene = self._units(source, batch)
+        self._val_units.append((feats, counts, scene))
         # clusters are known only after the epoch's K-means: media callbacks map these through
         # ``last_metrics["unit_clusters"]``
         return {"unit": unit + offset}
@@ -191,9 +201,10 @@ class CMDModule(LightningModule):
         """Collects the batch's units; returns ``{"unit": index per point}`` into the epoch's units."""
         return self._eval_step(batch, "val")
 
-    def _units(self, feats: Tensor, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
+    def _units(self, feats: Tensor, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The batch's evaluation units: its super-voxels (mean features) and, one by one, the points
-        without a super-voxel; with each unit's label counts ``(U, num_classes)`` and each point's unit."""
+        without a super-voxel; with each unit's label counts ``(U, num_classes)``, each point's unit
+        and each unit's scene (the key that orders K-means' input the same on 1 or N processes)."""
         c = self.hparams.num_classes
         sp = batch["superpoint"] if "superpoint" in batch else torch.full_like(batch["inverse"], -1)
         s = int(batch["num_superpoints"]) if "superpoint" in batch else 0
@@ -204,7 +215,10 @@ class CMDModule(LightningModule):
         label = batch["segment"]
         labelled = (label >= 0) & (label < c)
         counts = torch.bincount(unit[labelled] * c + label[labelled], minlength=(s + len(loose)) * c)
-        return torch.cat([means, feats[loose].float()]).detach(), counts.view(-1, c), unit
+        sp_item = batch["superpoint_batch"][:s] if s else sp.new_zeros(0)
+        item = torch.cat([sp_item.to(sp.device), batch["point_batch"][loose]])
+        scene = batch["scene_index"].to(sp.device)[item.long()]
+        return torch.cat([means, feats[loose].float()]).detach(), counts.view(-1, c), unit, scene
 
     def _evaluate(self, prefix: str) -> dict | None:
         """Spherical K-means of the epoch's units, then the Hungarian metric on their points; returns the
@@ -213,6 +227,7 @@ class CMDModule(LightningModule):
             return None
         feats = torch.cat([u[0] for u in self._val_units])
         counts = torch.cat([u[1] for u in self._val_units])
+        scenes = torch.cat([u[2] for u in self._val_units])
         self._val_units = []
         total = len(feats)
         if ddp.is_distributed():  # every rank must call K-means with the same k
@@ -221,8 +236,9 @@ class CMDModule(LightningModule):
         if k < 1:
             return None
         assign = cluster_units(
-            feats, counts, k, self.metric, niter=self.hparams.kmeans_iters, seed=self.hparams.seed
-        )
+            feats, counts, k, self.metric,
+            niter=self.hparams.kmeans_iters, seed=self.hparams.seed, order=scenes,
+        )  # fmt: skip
         names = self.hparams.class_names or getattr(self.trainer.datamodule, "class_names", None)
         return {**log_metric(self, self.metric, prefix, names), "unit_clusters": assign}
 
