@@ -15,7 +15,7 @@ import torch
 from unsup3d.callbacks import TrackMedia, find_offline_runs, read_offline_run
 from unsup3d.cli import main
 from unsup3d.data.formats.semantic_kitti import read_scan
-from unsup3d.data.lidar_datamodules import SyntheticLidarDataModule
+from unsup3d.data.lidar_dataset_modules import SyntheticLidarDataModule
 from unsup3d.models import MinkUNet
 from unsup3d.stages.p2c import P2CModule
 from unsup3d.viz import label_colors

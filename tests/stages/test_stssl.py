@@ -14,7 +14,8 @@ import yaml
 
 from unsup3d.cli import main
 from unsup3d.data.datamodule_base import PointCloudDataModule
-from unsup3d.data.lidar_datamodules import LidarDataModule, SyntheticLidarDataModule
+from unsup3d.data.lidar_datamodules import LidarDataModule
+from unsup3d.data.lidar_dataset_modules import SyntheticLidarDataModule
 from unsup3d.models import MinkUNet
 from unsup3d.sparse import SparseTensor
 from unsup3d.stages.byol import (

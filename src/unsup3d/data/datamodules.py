@@ -4,7 +4,8 @@
 ``<data_root>/<name>-<settings hash>/``: a changed preparation setting makes a new folder, never a
 silent reuse of a stale one. ``setup`` loads them; batches are built by
 :func:`unsup3d.data.collate.collate_scenes`. The LiDAR modules live in
-:mod:`unsup3d.data.lidar_datamodules` and are exported here too.
+:mod:`unsup3d.data.lidar_datamodules` (the base) and :mod:`unsup3d.data.lidar_dataset_modules`
+(one per dataset), and are exported here too.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from unsup3d.data.feature_pass import (
 )
 from unsup3d.data.formats.s3dis import S3DIS_CLASS_NAMES
 from unsup3d.data.formats.scannet_labels import SCANNET20_CLASS_NAMES
-from unsup3d.data.lidar_datamodules import (
-    LidarDataModule,
+from unsup3d.data.lidar_datamodules import LidarDataModule
+from unsup3d.data.lidar_dataset_modules import (
     NuScenesDataModule,
     SemanticKITTIDataModule,
     SemanticPOSSDataModule,
