@@ -68,3 +68,28 @@ def test_track_clouds_at_start_and_after_retracking(tmp_path: Path, monkeypatch:
     dm = SyntheticLidarDataModule(**TINY, data_root=str(tmp_path / "data"), tracks=False)
     media = TrackMedia(num_frames=2).media(dm)
     assert sorted(media) == ["clusters/frame0", "clusters/frame1"]
+
+
+def test_probe_validation_logs_iou_table_and_confusion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """STSSL's K-means probe (P2C, inter-frame) logs the per-class IoU table and the confusion image."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["unsup3d"])
+    config = CONFIG.parent / "stssl_p2c.yaml"
+    ckpt = tmp_path / "p2c.ckpt"
+    torch.save({"state_dict": P2CModule(backbone=MinkUNet(4, width=0.25)).state_dict()}, ckpt)
+    args = [f"--data.init_args.{k}={v}" for k, v in TINY.items() if k != "track_min_points"]
+    args += [f"--data.init_args.data_root={tmp_path / 'data'}"]
+    args += ["--model.init_args.backbone.init_args.width=0.25"]
+    args += ["--trainer.enable_progress_bar=false", f"--model.init_args.init_checkpoint={ckpt}"]
+    main(["validate", "--config", str(config), *args])
+
+    runs = find_offline_runs(tmp_path / "outputs" / "quickstart" / "stssl_p2c")
+    run = read_offline_run(runs[-1], timeout=20)
+    (table,) = run.media("val/iou_table")
+    rows = json.loads(table.read_text())["data"]
+    ious = [iou for _, iou in rows if iou is not None]
+    assert ious and np.isclose(np.mean(ious), run.scalars("val/miou")[-1], atol=1e-6)
+    (image,) = run.media("val/confusion")
+    assert image.suffix == ".png" and image.stat().st_size > 0

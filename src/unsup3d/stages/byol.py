@@ -296,7 +296,7 @@ class BYOLStage(LightningModule):
         result = kmeans(feats, k, spherical=True, niter=self.hparams.val_kmeans_iters, seed=0, order=frames)
         self.metric.update(result.assignments.to(self.device), labels.to(self.device))
         names = getattr(self.trainer.datamodule, "class_names", None) if self._trainer else None
-        log_metric(self, self.metric, "val", names)
+        self.last_metrics = log_metric(self, self.metric, "val", names)  # for ValidationMedia's table
 
     # -- optimisation --------------------------------------------------------------------------------
 
