@@ -175,7 +175,7 @@ class CMDModule(LightningModule):
         _, pred = self(batch)
         loss, valid = self._loss(batch, pred)
         n = len(batch["scene_index"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self.log("train/loss", loss, prog_bar=True, batch_size=n, sync_dist=True)  # the mean over processes
         self.log("train/supervised_superpoints", valid.float().mean(), batch_size=n)
         return loss
 

@@ -131,7 +131,7 @@ class FinetuneModule(LightningModule):
         else:  # a crop with no labelled point: nothing to learn, but every parameter stays in the graph
             loss = logits.sum() * 0
         bs = len(batch["scene_index"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)  # the mean over processes
         with torch.no_grad():
             labelled = target >= 0
             acc = (logits.argmax(1)[labelled] == target[labelled]).float().mean() if labelled.any() else 0.0

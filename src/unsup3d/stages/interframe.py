@@ -143,7 +143,7 @@ class InterFrameModule(BYOLStage):
             loss = loss + w_p2c * p2c
             self.log("train/p2c_loss", p2c, batch_size=bs)
             self.log("train/p2c_clusters", float(clusters), batch_size=bs)
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)  # the mean over processes
         self.log("train/inter_loss", inter, batch_size=bs)
         self.log("train/tracked_pairs", float(tracks), batch_size=bs)
         self.log("train/interval", batch["interval"].float().mean(), batch_size=bs)

@@ -58,7 +58,7 @@ class LinearProbeModule(LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = F.cross_entropy(self(batch), batch["segment"], ignore_index=self.hparams.ignore_index)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["scene_index"]))
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["scene_index"]), sync_dist=True)
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:

@@ -77,6 +77,6 @@ class P2CModule(BYOLStage):
         target = tuple(self.target_features(v) for v in views)
         loss, clusters = self.p2c_term(views, online, target)
         bs = len(interval)
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)  # the mean over processes
         self.log("train/p2c_clusters", float(clusters), batch_size=bs)
         return loss

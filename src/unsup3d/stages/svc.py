@@ -142,7 +142,7 @@ class SVCModule(LightningModule):
         ).long()
         logits = self(batch)
         loss = F.cross_entropy(logits, target, ignore_index=-1)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["scene_index"]))
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["scene_index"]), sync_dist=True)
         self.log("train/labelled", (target >= 0).float().mean(), batch_size=len(batch["scene_index"]))
         return loss
 
