@@ -64,25 +64,20 @@ def check_checkpoint(path: str | os.PathLike) -> Path:
 
     The file is memory-mapped, so the check reads the pickle, not the tensors.
     """
-    import pickle
+    from unsup3d.models.checkpoints import UnsafeCheckpointError, load_tensors
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     try:
         try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            ckpt = load_tensors(path, mmap=True)
         except RuntimeError as e:
             if "mmap" not in str(e):  # the legacy (non-zip) format cannot be mapped: read it whole
                 raise
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if code := re.search(r"Unsupported global: GLOBAL (\S+)", str(e)):
-            raise ValueError(
-                f"{path}: refusing to load it: it holds pickled code ({code[1]}), "
-                "not only tensors and plain containers"
-            ) from e
-        raise ValueError(f"{path}: not a PyTorch checkpoint (unreadable pickle)") from e
+            ckpt = load_tensors(path)
+    except UnsafeCheckpointError:
+        raise
     except Exception as e:  # zip, EOF, key errors: whatever torch trips on, the file is no checkpoint
         first = (str(e).strip().splitlines() or [""])[0]
         raise ValueError(f"{path}: not a PyTorch checkpoint (torch.load: {type(e).__name__} {first})") from e

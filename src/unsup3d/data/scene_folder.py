@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from unsup3d.data.prepare import load_npy, npy_problem, replace_dir, temp_path
+from unsup3d.data.prepare import load_npy, npy_problem, replace_dir, save_npy_atomic, temp_path
 
 #: dtype each known array is stored with; other arrays (feature targets, ...) keep theirs.
 DTYPES: dict[str, Any] = {
@@ -94,13 +94,7 @@ def add_arrays(scene_dir: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -
     if not scene_dir.is_dir():
         raise FileNotFoundError(f"scene folder {scene_dir} does not exist")
     for key, value in arrays.items():
-        out = scene_dir / f"{key}.npy"
-        tmp = temp_path(out)
-        try:
-            np.save(tmp, np.ascontiguousarray(value), allow_pickle=False)
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
+        save_npy_atomic(scene_dir / f"{key}.npy", value)
 
 
 def read_scene(scene_dir: str | os.PathLike, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:

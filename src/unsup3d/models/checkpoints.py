@@ -1,4 +1,5 @@
-"""Load the releases' backbone checkpoints into `MinkUNet` / `Res16UNet`.
+"""Load checkpoints without running pickled code, and the releases' backbone checkpoints into
+`MinkUNet` / `Res16UNet`.
 
 The modules here carry the releases' attribute names, so a checkpoint differs only where the engines
 nest parameters differently:
@@ -15,13 +16,34 @@ those rows are permuted when converting a MinkowskiEngine checkpoint.
 
 from __future__ import annotations
 
+import os
+import pickle
 import re
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["convert_release_state_dict", "load_release_weights"]
+__all__ = ["UnsafeCheckpointError", "convert_release_state_dict", "load_release_weights", "load_tensors"]
+
+
+class UnsafeCheckpointError(ValueError):
+    """A file ``torch.load(weights_only=True)`` refuses: it holds pickled code, or is no pickle at all."""
+
+
+def load_tensors(path: str | os.PathLike, *, mmap: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU: tensors and plain containers only, no
+    pickled code runs. A file that would need more is an :class:`UnsafeCheckpointError` naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, **({"mmap": True} if mmap else {}))
+    except pickle.UnpicklingError as e:
+        if code := re.search(r"Unsupported global: GLOBAL (\S+)", str(e)):
+            raise UnsafeCheckpointError(
+                f"{path}: refusing to load it: it holds pickled code ({code[1]}), "
+                "not only tensors and plain containers"
+            ) from e
+        raise UnsafeCheckpointError(f"{path}: not a PyTorch checkpoint (unreadable pickle)") from e
 
 _ME_BN = re.compile(r"(^|\.)bn\.(weight|bias|running_mean|running_var|num_batches_tracked)$")
 _ME_LINEAR = re.compile(r"(^|\.)linear\.(weight|bias)$")

@@ -3,7 +3,6 @@ and this rank's share of a data module's unaugmented training scenes."""
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from lightning.pytorch import LightningModule
 from torch.utils.data import BatchSampler, DataLoader
 
 from unsup3d.models import MinkUNet, Res16UNet
+from unsup3d.models.checkpoints import load_tensors
 
 
 def default_pointdc_backbone() -> torch.nn.Module:
@@ -43,13 +43,7 @@ def load_backbone(backbone: torch.nn.Module, checkpoint: str | Path, prefix: str
     The file is read with ``weights_only=True``: no pickled code runs. Missing or unexpected keys
     are an error naming the checkpoint.
     """
-    try:
-        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:  # weights_only refused a pickled object: nothing ran
-        raise ValueError(
-            f"{checkpoint}: refusing to load it: it holds pickled objects beyond tensors and plain "
-            f"containers ({str(err).splitlines()[0]})"
-        ) from None
+    ckpt = load_tensors(checkpoint)
     state = ckpt.get("state_dict", ckpt)
     sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     if not sub:
