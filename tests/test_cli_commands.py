@@ -43,10 +43,9 @@ def _no_pytest_argv(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _files(data: Path) -> dict[Path, int]:
-    """The files of the scenes, frames and clusters under ``data`` (``<data>/<root>/.../<file>``), not the
-    bookkeeping at the top of each root (prepared.json, the lock, the generator's lists), which each call
-    rewrites."""
-    files = (p for p in data.rglob("*") if p.is_file() and len(p.relative_to(data).parts) > 2)
+    """Every file under ``data`` (scenes, frames, clusters, prepared.json, the generator's lists) but
+    the lock files, which each preparation rewrites with its holder."""
+    files = (p for p in data.rglob("*") if p.is_file() and p.name != ".lock")
     return {p: p.stat().st_mtime_ns for p in files}
 
 

@@ -26,7 +26,13 @@ import pytest
 from tests.data import indoor_writers as iw
 from unsup3d.data import datamodules as dms
 from unsup3d.data import prepare
-from unsup3d.data.prepare import preparation_lock, sweep_stale_temps, temp_path
+from unsup3d.data.prepare import (
+    preparation_lock,
+    sweep_stale_temps,
+    temp_path,
+    write_json_atomic,
+    write_text_atomic,
+)
 from unsup3d.data.scene_folder import list_scenes, read_scene, write_scene
 
 ROOMS = [f"Area_{a}_office_1" for a in range(1, 7)]
@@ -291,3 +297,13 @@ def test_only_temporaries_of_dead_writers_on_this_host_are_swept(tmp_path: Path)
     assert sorted(sweep_stale_temps(tmp_path)) == sorted([stale_dir, stale_file])
     assert not stale_dir.exists() and not stale_file.exists()
     assert live.exists() and elsewhere.exists() and other.exists()
+
+
+def test_write_text_atomic_leaves_an_identical_file_alone(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "prepared.json"
+    assert write_json_atomic(path, {"settings": {"a": 1}})
+    stamp = (path.stat().st_ino, path.stat().st_mtime_ns)
+    assert not write_json_atomic(path, {"settings": {"a": 1}})  # same JSON: not rewritten
+    assert (path.stat().st_ino, path.stat().st_mtime_ns) == stamp
+    assert write_text_atomic(path, "changed\n") and path.read_text() == "changed\n"
+    assert not [p for p in path.parent.iterdir() if p.name != path.name]  # no temporary left

@@ -118,9 +118,9 @@ class PointCloudDataModule(LightningDataModule):
         root = self.prepared_root
         with preparation_lock(root):
             jobs = self.conversion_jobs(root)
-            skipped = run_jobs(jobs, self.prepare_workers, desc=f"preparing {self.name}")
-            record = {"settings": self.preparation_settings(), "skipped": skipped}
-            write_json_atomic(root / "prepared.json", record)
+            run_jobs(jobs, self.prepare_workers, desc=f"preparing {self.name}")
+            # only what defines the folder: a cached rerun finds it unchanged and leaves it alone
+            write_json_atomic(root / "prepared.json", {"settings": self.preparation_settings()})
 
     # -- loading ----------------------------------------------------------------------------------
 

@@ -135,15 +135,30 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` through a temporary file and a rename."""
+def write_text_atomic(path: str | os.PathLike, text: str) -> bool:
+    """Write ``text`` to ``path`` through a temporary file and a rename, unless the file already holds
+    exactly ``text``: then it is left alone (inode and mtime), so a cached rerun rewrites nothing.
+    Returns whether it wrote."""
+    path = Path(path)
+    try:
+        if path.read_text() == text:
+            return False
+    except (OSError, UnicodeDecodeError):
+        pass
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
     try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+        tmp.write_text(text)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    return True
+
+
+def write_json_atomic(path: Path, data: Any) -> bool:
+    """Write ``data`` as JSON to ``path`` with :func:`write_text_atomic` (a file already holding the
+    same JSON is left alone). Returns whether it wrote."""
+    return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 def save_npy_atomic(path: Path, array: Any) -> None:

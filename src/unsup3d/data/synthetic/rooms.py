@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..prepare import write_text_atomic
 from . import rooms_scannet as sn
 from .rooms_geometry import rot_z
 from .rooms_layout import ROOM_KINDS, SCENE_TYPES, Room, make_room
@@ -200,12 +201,6 @@ def _write_scene(out: Path, name: str, index: int, config: SyntheticRoomsConfig)
         sn.write_bytes(out / "pose" / f"{fid}.txt", sn.matrix_text(world_pose))
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _check_root(root: Path) -> None:
     """Refuse a root that holds ScanNet files this generator did not write (a real download)."""
     if (root / TABLE_NAME).exists() and not (root / MARKER).is_file():
@@ -265,11 +260,11 @@ def generate_rooms(root: str | os.PathLike, config: SyntheticRoomsConfig | None 
         agg = json.loads((d / f"{d.name}.aggregation.json").read_text())
         for group in agg["segGroups"]:
             counts[group["label"]] = counts.get(group["label"], 0) + 1
-    _atomic_text(
+    write_text_atomic(
         root / MARKER, json.dumps({"generator": "unsup3d.data.synthetic.rooms", "version": GENERATOR_VERSION})
     )
-    _atomic_text(root / TABLE_NAME, sn.label_table(counts))
+    write_text_atomic(root / TABLE_NAME, sn.label_table(counts))
     n_train = config.num_scenes - config.num_val
-    _atomic_text(root / "scannetv2_train.txt", "".join(f"{d.name}\n" for d in dirs[:n_train]))
-    _atomic_text(root / "scannetv2_val.txt", "".join(f"{d.name}\n" for d in dirs[n_train:]))
+    write_text_atomic(root / "scannetv2_train.txt", "".join(f"{d.name}\n" for d in dirs[:n_train]))
+    write_text_atomic(root / "scannetv2_val.txt", "".join(f"{d.name}\n" for d in dirs[n_train:]))
     return dirs
