@@ -73,7 +73,7 @@ def test_fit_twice_into_the_same_folder(tmp_path: Path) -> None:
     assert "tests.test_cli.TinyModule" in saved.read_text()
 
 
-COMMANDS = ("fit", "validate", "test", "predict", "preprocess", "evaluate")
+COMMANDS = ("fit", "validate", "test", "predict", "preprocess", "import", "evaluate")
 
 
 def test_console_scripts_answer_help(capsys) -> None:
@@ -97,7 +97,11 @@ def test_help_of_each_command(capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         main([])
     assert exc.value.code == 2 and "preprocess" in capsys.readouterr().err  # no command: usage, status 2
-    for command, option in (("preprocess", "--config"), ("evaluate", "--ckpt_path")):
+    for command, option in (
+        ("preprocess", "--config"),
+        ("import", "--val-fraction"),
+        ("evaluate", "--ckpt_path"),
+    ):
         with pytest.raises(SystemExit) as exc:
             main([command, "--help"])
         out = capsys.readouterr().out

@@ -3,9 +3,10 @@
 Any stage (a ``LightningModule`` under ``unsup3d.stages``) and any data module (under
 ``unsup3d.data.datamodules``) is picked by its ``class_path`` in a YAML config, so
 ``unsup3d fit --config experiments/<recipe>.yaml`` runs every recipe without a registry. Besides
-LightningCLI's ``fit``, ``validate``, ``test`` and ``predict``, ``unsup3d`` has two commands of its own:
+LightningCLI's ``fit``, ``validate``, ``test`` and ``predict``, ``unsup3d`` has three commands of its own:
 
     unsup3d preprocess --config RECIPE.yaml      # prepare the recipe's data alone (cached)
+    unsup3d import SRC ROOT [--val-fraction F]   # PLY / NPY scans -> scene folders
     unsup3d evaluate --config RECIPE.yaml --ckpt_path C.ckpt [--split val|test]   # metric table
 
 A config error (an unknown class, a misspelt argument, a value of the wrong type) is reported in one
@@ -37,6 +38,7 @@ COMMANDS = {
     "test": "one test pass (Trainer.test)",
     "predict": "predictions (Trainer.predict)",
     "preprocess": "prepare a recipe's data alone (cached: a second run does nothing) and say where it is",
+    "import": "write a folder of PLY / NPY scans as scene folders (unsup3d import SRC ROOT --help)",
     "evaluate": "validate (or test) a checkpoint; print mIoU, accuracy and per-class IoU",
 }
 
@@ -353,8 +355,8 @@ def lightning_main(args: Sequence[str] | None = None) -> None:
 
 
 def main(args: Sequence[str] | None = None) -> None:
-    """Entry point of the ``unsup3d`` command: ``preprocess`` and ``evaluate`` here, the rest LightningCLI's
-    (``sys.exit(main())`` is the console script, so it returns None)."""
+    """Entry point of the ``unsup3d`` command: ``preprocess``, ``import`` and ``evaluate`` here, the rest
+    LightningCLI's (``sys.exit(main())`` is the console script, so it returns None)."""
     argv = list(sys.argv[1:] if args is None else args)
     if not argv or argv[0] in ("-h", "--help"):
         print_usage(file=sys.stdout if argv else sys.stderr)
@@ -366,6 +368,10 @@ def main(args: Sequence[str] | None = None) -> None:
         raise SystemExit(2)
     if argv[0] == "preprocess":
         preprocess(argv[1:])
+    elif argv[0] == "import":
+        from unsup3d.import_command import run_import
+
+        run_import(argv[1:])
     elif argv[0] == "evaluate":
         from unsup3d.evaluate import evaluate
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -204,3 +205,45 @@ def test_imported_scenes_train_with_scene_folder_module(tmp_path: Path) -> None:
     batch = next(iter(dm.train_dataloader()))
     assert (batch["segment"] == -1).all() and batch["num_superpoints"] > 0
     assert dm.datasets["val"] is not None and len(dm.datasets["train"]) == 1
+
+
+def test_unsup3d_import_command(tmp_path: Path, xyz: np.ndarray, capsys) -> None:
+    """``unsup3d import SRC ROOT``: the same scenes as ``import_scenes``, a summary, one-line errors."""
+    import json
+
+    from unsup3d.cli import main
+
+    src = tmp_path / "scans"
+    src.mkdir()
+    fields = {"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]}
+    for i, raw in enumerate((7, 9, 7, 3)):
+        write_ply(src / f"room_{i}.ply", fields | {"class": np.full(50, raw, np.int32)})
+    (tmp_path / "map.json").write_text(json.dumps({"7": 0, "9": 1}))
+    root = tmp_path / "scenes"
+    main(["import", str(src), str(root), "--val-fraction", "0.25", "--seed", "1", "--label-map",
+          str(tmp_path / "map.json")])  # fmt: skip
+    out = capsys.readouterr().out
+    assert f"imported 4 scenes into {root}" in out
+    assert re.search(r"train\s+3 scenes", out) and re.search(r"val\s+1 scenes", out)
+    assert "SceneFolderDataModule --data.init_args.root " + str(root) in out
+    expected = assign_splits([f"room_{i}" for i in range(4)], "train", 0.25, 1)
+    for i, label in enumerate((0, 1, 0, -1)):  # 3 is not in the map: unlabelled
+        scene = read_scene(root / expected[f"room_{i}"] / f"room_{i}")
+        assert (scene["segment"] == label).all()
+
+    (tmp_path / "bad.json").write_text('{"7": "chair"}')
+    (src / "broken.npy").write_bytes(b"not an array")
+    for argv, message in (
+        ([str(tmp_path / "nowhere"), str(root)], "nowhere does not exist"),
+        (
+            [str(src), str(root), "--label-map", str(tmp_path / "bad.json")],
+            "keys and values must be integers",
+        ),
+        ([str(src), str(root), "--label-map", str(tmp_path / "none.json")], "none.json"),
+        ([str(src), str(root), "--val-fraction", "1.5"], "val_fraction must be in [0, 1)"),
+        ([str(src / "broken.npy"), str(root)], "broken.npy"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main(["import", *argv])
+        err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar, one line
+        assert exc.value.code == 2 and err.startswith("unsup3d import: error:") and message in err, err
