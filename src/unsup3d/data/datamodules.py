@@ -10,8 +10,11 @@ silent reuse of a stale one. ``setup`` loads them; batches are built by
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from unsup3d.data.datamodule_base import PointCloudDataModule
 from unsup3d.data.feature_pass import (
@@ -30,7 +33,7 @@ from unsup3d.data.lidar_dataset_modules import (
     SemanticPOSSDataModule,
     SyntheticLidarDataModule,
 )
-from unsup3d.data.prepare import Job, npy_problem, preparation_lock, run_jobs
+from unsup3d.data.prepare import Job, load_npy, npy_problem, preparation_lock, run_jobs
 from unsup3d.data.scene_folder import (
     TRAINING_KEYS,
     add_arrays,
@@ -68,13 +71,33 @@ def _prepared_scene_problem(scene_dir: Path) -> str | None:
     return scene_dir_problem(scene_dir, TRAINING_KEYS)
 
 
+def scene_normals(scene_dir: Path, n: int) -> np.ndarray | None:
+    """The scene's own unit normals (``normal.npy``, e.g. from the scanner or the mesh) for the super-voxel
+    graph, or None to estimate them: where the file is missing, or unusable (wrong shape, non-finite or
+    zero rows; a warning names it)."""
+    path = scene_dir / "normal.npy"
+    if not path.is_file():
+        return None
+    normal = load_npy(path).astype(np.float32)
+    length = np.linalg.norm(normal, axis=1) if normal.ndim == 2 else None
+    if normal.shape != (n, 3) or not np.isfinite(normal).all() or not (length > 1e-6).all():
+        warnings.warn(
+            f"{path}: not {n} finite non-zero normals (shape {normal.shape}); super-voxels use normals "
+            "estimated from the points instead",
+            stacklevel=2,
+        )
+        return None
+    return normal / length[:, None]
+
+
 def _add_superpoints(scene_dir: Path, sp: dict[str, Any]) -> None:
     from unsup3d.data.superpoints import felzenszwalb_superpoints
 
     scene = read_scene(scene_dir, ["coord", "color"] if (scene_dir / "color.npy").is_file() else ["coord"])
+    normal = scene_normals(scene_dir, len(scene["coord"]))
     add_arrays(
         scene_dir,
-        {"superpoint": felzenszwalb_superpoints(scene["coord"], scene.get("color"), workers=1, **sp)},
+        {"superpoint": felzenszwalb_superpoints(scene["coord"], scene.get("color"), normal, workers=1, **sp)},
     )
 
 
@@ -229,7 +252,8 @@ class S3DISDataModule(IndoorDataModule):
 class SceneFolderDataModule(IndoorDataModule):
     """Any data already in the scene-folder layout (``<root>/<split>/<scene>/*.npy``), e.g. prepared
     by Pointcept. Scenes without ``superpoint.npy`` get Felzenszwalb-Huttenlocher super-voxels
-    added in place by ``prepare_data``."""
+    added in place by ``prepare_data``, on the scene's own normals where it has ``normal.npy`` (else
+    normals estimated from the points)."""
 
     name = "scene_folder"
     raw_layout = "scene folders <root>/<split>/<scene>/{coord,color,segment}.npy (Pointcept's layout)"

@@ -3,7 +3,8 @@
 :func:`import_scenes` reads each scene of a source folder and writes it as
 ``<root>/<split>/<scene>/{coord,color,normal?,segment}.npy`` (:mod:`unsup3d.data.scene_folder`), which
 :class:`~unsup3d.data.datamodules.SceneFolderDataModule` trains on (its ``prepare_data`` adds the
-super-voxels). Accepted scenes, one per entry of the source folder, named by the file stem or folder name:
+super-voxels, on the scene's normals where it has them). Accepted scenes, one per entry of the source
+folder, named by the file stem or folder name:
 
 - ``<scene>.ply``: a ``vertex`` element with ``x y z``, optionally colour (``red green blue``, or the
   ``diffuse_`` / ``r g b`` spellings), normals (``nx ny nz``) and a per-point label (``label``,
