@@ -73,8 +73,6 @@ def run_import(argv: Sequence[str]) -> list[Path]:
     parser = _parser()
     args = parser.parse_args(list(argv))
     try:
-        if not args.src.exists():
-            raise FileNotFoundError(f"{args.src} does not exist")
         label_map = read_label_map(args.label_map) if args.label_map is not None else None
         written = import_scenes(
             args.src,

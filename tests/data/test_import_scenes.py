@@ -234,7 +234,7 @@ def test_unsup3d_import_command(tmp_path: Path, xyz: np.ndarray, capsys) -> None
     (tmp_path / "bad.json").write_text('{"7": "chair"}')
     (src / "broken.npy").write_bytes(b"not an array")
     for argv, message in (
-        ([str(tmp_path / "nowhere"), str(root)], "nowhere does not exist"),
+        ([str(tmp_path / "nowhere"), str(root)], "nowhere: source folder does not exist"),
         (
             [str(src), str(root), "--label-map", str(tmp_path / "bad.json")],
             "keys and values must be integers",
