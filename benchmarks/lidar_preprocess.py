@@ -26,7 +26,7 @@ from unsup3d.data.lidar import cluster_points, remove_ground  # noqa: E402
 from unsup3d.data.tracking import track_sequence  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_SEQ = REPO / ".." / "shared" / "data" / "semantickitti_seq00" / "sequences" / "00"
+DEFAULT_SEQ = REPO / "samples" / "semantickitti_seq00" / "sequences" / "00"
 
 Frame = dict[str, np.ndarray]
 

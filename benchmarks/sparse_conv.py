@@ -1,7 +1,7 @@
 """Speed of unsup3d.sparse against spconv on CPU: one 3x3x3 submanifold conv and a whole MinkUNet.
 
 The scene is a simulated 64-beam LiDAR sweep (ground, buildings, cars; 5 cm voxels), or with
-``--scene kitti`` the first SemanticKITTI frame of the shared sample data. Every timed call starts from
+``--scene kitti`` the first SemanticKITTI frame of the sample data in samples/. Every timed call starts from
 a fresh tensor, so kernel-map building is inside every figure, ours and spconv's; ours and spconv's
 calls alternate, so both see the same machine load. spconv runs forward only (its CPU backward needs
 CUDA), on one thread by default: with more, spconv 2.3.8's CPU convolution intermittently returns wrong
@@ -30,8 +30,8 @@ from unsup3d.sparse import SparseTensor, kernel_offsets, sparse_quantize  # noqa
 from unsup3d.sparse import nn as spnn  # noqa: E402
 from unsup3d.sparse.kernel_map import get_kernel_map  # noqa: E402
 
-KITTI_FRAME = (Path(__file__).resolve().parents[2]
-               / "shared/data/semantickitti_seq00/sequences/00/velodyne/000000.bin")
+KITTI_FRAME = (Path(__file__).resolve().parents[1]
+               / "samples/semantickitti_seq00/sequences/00/velodyne/000000.bin")
 
 
 # ----------------------------------------------------------------------------------------------- scenes

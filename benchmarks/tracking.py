@@ -1,6 +1,6 @@
 """Tracking speed and statistics on the real KITTI frames (STSSL Sec. 3.1 and 4.3).
 
-Clusters each frame of SemanticKITTI sequence 00 (frames 0-9 of the shared sample data) with
+Clusters each frame of SemanticKITTI sequence 00 (frames 0-9 of the sample data in samples/) with
 ``unsup3d.data.lidar.cluster_points`` (not timed), then times ``track_sequence`` over the sequence
 and reports frames per second, location only and with 96-d per-point features (random: for timing;
 their tracks are not scored). Statistics (``tracking_stats``) are of location-only tracking, in the
@@ -30,7 +30,7 @@ from unsup3d.data.formats import semantic_kitti as sk  # noqa: E402
 from unsup3d.data.lidar import cluster_points  # noqa: E402
 from unsup3d.data.tracking import to_world, track_sequence, tracking_stats  # noqa: E402
 
-DEFAULT_SEQ = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "semantickitti_seq00"
+DEFAULT_SEQ = Path(__file__).resolve().parent.parent / "samples" / "semantickitti_seq00"
 
 
 def load(seq_dir: Path, frames: int, radius: float) -> dict:
@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--max-gap", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    env = os.environ.get("UNSUP3D_SHARED_DATA")
+    env = os.environ.get("UNSUP3D_SAMPLE_DATA")
     seq_dir = args.seq_dir or (Path(env) / "semantickitti_seq00" if env else DEFAULT_SEQ) / "sequences" / "00"
 
     data = load(seq_dir, args.frames, args.radius)

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real LiDAR samples in ../shared/data, and GPU / slow markers."""
+"""Shared fixtures: the real LiDAR samples that ship in samples/, and GPU / slow markers."""
 
 from __future__ import annotations
 
@@ -11,32 +11,36 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def _shared_data_root() -> Path:
-    env = os.environ.get("UNSUP3D_SHARED_DATA")
-    return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+def _sample_data_root() -> Path:
+    env = os.environ.get("UNSUP3D_SAMPLE_DATA")
+    return Path(env) if env else REPO_ROOT / "samples"
 
 
-SHARED_DATA = _shared_data_root()
-
-
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """Root of the real sample data (KITTI sequence 00 frames, one nuScenes sweep)."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real sample data not found at {SHARED_DATA} (set UNSUP3D_SHARED_DATA)")
-    return SHARED_DATA
+SAMPLE_DATA = _sample_data_root()
 
 
 @pytest.fixture(scope="session")
-def kitti_seq_dir(shared_data: Path) -> Path:
+def sample_data() -> Path:
+    """Root of the real sample data in the repository (KITTI sequence 00 frames, one nuScenes sweep).
+
+    The samples ship with the repository, so a missing folder is a broken checkout: the tests fail
+    instead of skipping.
+    """
+    if not (SAMPLE_DATA / "semantickitti_seq00").is_dir():
+        pytest.fail(f"real sample data missing from {SAMPLE_DATA} (see samples/README.md)", pytrace=False)
+    return SAMPLE_DATA
+
+
+@pytest.fixture(scope="session")
+def kitti_seq_dir(sample_data: Path) -> Path:
     """SemanticKITTI sequence 00: velodyne/, labels/ (frames 0-2), calib.txt, poses.txt."""
-    return shared_data / "semantickitti_seq00" / "sequences" / "00"
+    return sample_data / "semantickitti_seq00" / "sequences" / "00"
 
 
 @pytest.fixture(scope="session")
-def nuscenes_sweep(shared_data: Path) -> Path:
+def nuscenes_sweep(sample_data: Path) -> Path:
     """One nuScenes LIDAR_TOP sweep, 34,688 points of (x, y, z, intensity, ring)."""
-    return next((shared_data / "nuscenes_sample" / "samples" / "LIDAR_TOP").glob("*.pcd.bin"))
+    return next((sample_data / "nuscenes_sample" / "samples" / "LIDAR_TOP").glob("*.pcd.bin"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
