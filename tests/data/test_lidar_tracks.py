@@ -4,6 +4,7 @@ every data-loader worker serves."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -64,10 +65,15 @@ def _module(tmp: Path, **kw) -> SyntheticLidarDataModule:
     return SyntheticLidarDataModule(**{**args, **kw})
 
 
-def _reference_points(dm: SyntheticLidarDataModule) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _reference_points(
+    dm: SyntheticLidarDataModule, world: bool = False
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Sequence 00's scans read independently: in each scan's own frame (the paper), or through the
+    poses in the world frame; and the cached clusters."""
     seq = dm.raw_root / "sequences" / "00"
-    poses = sk.read_poses(seq / "poses.txt", seq / "calib.txt")[:5]
-    points = to_world([sk.read_scan(seq / "velodyne" / f"{t:06d}.bin") for t in range(5)], poses)
+    points = [sk.read_scan(seq / "velodyne" / f"{t:06d}.bin") for t in range(5)]
+    if world:
+        points = to_world(points, sk.read_poses(seq / "poses.txt", seq / "calib.txt")[:5])
     clusters = [np.load(dm.prepared_root / "clusters" / "00" / f"{t:06d}.npy") for t in range(5)]
     return points, clusters
 
@@ -96,6 +102,26 @@ def test_prepare_data_caches_location_tracks_served_in_batches(tmp_path: Path) -
     ds = dm.datasets["train"]
     sample = ds[(0, 3)]
     np.testing.assert_array_equal(sample["track"], expected[3][sample["point_index"]])
+
+
+def test_tracks_without_poses_by_default_and_with_them_on_request(tmp_path: Path) -> None:
+    """The paper tracks each scan in its own sensor frame; ``track_use_poses`` tracks in the world frame."""
+    dm = _module(tmp_path)
+    assert not dm.track_settings.use_poses
+    dm.prepare_data()
+    posed = _module(tmp_path, track_use_poses=True)
+    posed.prepare_data()
+    assert posed.track_root != dm.track_root
+    sensor_ref, clusters = _reference_points(dm)
+    world_ref, _ = _reference_points(dm, world=True)
+    for module, points, world in ((dm, sensor_ref, False), (posed, world_ref, True)):
+        assert json.loads((module.track_root / "00.done.json").read_text())["world_frame"] is world
+        expected = track_sequence(points, clusters, min_points=60)
+        for t, exp in enumerate(expected):
+            np.testing.assert_array_equal(np.load(module.track_root / "00" / f"{t:06d}.npy"), exp)
+    # the two frames give different tracks on this sequence (the ego car moves): the setting matters
+    other = track_sequence(world_ref, clusters, min_points=60)
+    assert any((a != b).any() for a, b in zip(track_sequence(sensor_ref, clusters, min_points=60), other))
 
 
 def test_refresh_tracks_with_features_makes_a_new_version(tmp_path: Path) -> None:

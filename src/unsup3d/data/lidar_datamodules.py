@@ -77,8 +77,11 @@ class LidarDataModule(PointCloudDataModule):
         cluster_eps / cluster_min_points / max_clusters / ground_threshold / ground_iterations:
             STSSL's DBSCAN and RANSAC settings for the cached clusters.
         tracks: cache tracks of the training frames' clusters and serve them (``track``).
-        track_alpha / track_gate / track_min_points / track_max_points / track_max_gap / track_use_poses:
+        track_alpha / track_gate / track_min_points / track_max_points / track_max_gap:
             the tracking settings (:class:`unsup3d.data.lidar_tracks.TrackSettings`).
+        track_use_poses: match clusters in the world frame through the sequence's poses (KITTI's
+            ``poses.txt``, nuScenes' ego poses) instead of in each scan's own sensor frame. Default
+            False: the paper tracks without any pose sensor.
         label_fraction: train on this fraction of the labelled training scans (fine-tuning), drawn by
             ``split_seed`` and saved to ``split_file`` (default ``<prepared root>/splits/...``).
         split_file: a label split to read (or, with ``label_fraction``, to write when missing).
@@ -111,7 +114,7 @@ class LidarDataModule(PointCloudDataModule):
         track_min_points: int = 200,
         track_max_points: int = 20000,
         track_max_gap: int = 0,
-        track_use_poses: bool = True,
+        track_use_poses: bool = False,
         label_fraction: float | None = None,
         split_file: str | None = None,
         split_seed: int = 0,

@@ -18,9 +18,9 @@ L2-normalised mean point features (the release: Euclidean distance between proje
 a constant matrix (one entry, or all entries equal) normalises to zeros, where the release divides by
 zero except in the 1x1 case.
 
-Points must be in one common frame for ``D_loc`` to mean anything across frames. The paper uses no
-poses (its tracker sees each scan in its own sensor frame, where static clusters move by the ego
-motion, about 1 m a frame at 10 Hz); :func:`to_world` applies poses (e.g. from
+The paper uses no poses: its tracker sees each scan in its own sensor frame, where static clusters
+move by the ego motion (about 1 m a frame at 10 Hz, inside the 5 m gate), and that is what
+``track_sequence`` does with raw scans. As an option, :func:`to_world` applies poses (e.g. from
 ``semantic_kitti.read_poses``) so that static clusters stand still.
 """
 
