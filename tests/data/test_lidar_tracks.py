@@ -57,6 +57,24 @@ def test_streaming_tracker_equals_track_sequence(max_gap: int, with_features: bo
     assert max(int(a.max()) for a in got) < sum(len(np.unique(c[c >= 0])) for c in clusters)  # tracks link
 
 
+
+def test_streaming_tracker_checks_each_frame() -> None:
+    points, clusters, feats = _blobs(5, frames=3)
+    tracker = StreamingTracker(min_points=200)
+    with pytest.raises(ValueError, match="StreamingTracker: frame 0: clusters must be integer"):
+        tracker.update(points[0], clusters[0].astype(float))
+    bad = points[0].copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="frame 0: points have non-finite"):
+        tracker.update(bad, clusters[0])
+    tracker.update(points[0], clusters[0], feats[0])
+    with pytest.raises(ValueError, match="frame 1: features must be"):
+        tracker.update(points[1], clusters[1], feats[1][:, :4])
+    with pytest.raises(ValueError, match="features given in some frames only"):
+        tracker.update(points[1], clusters[1])
+    with pytest.raises(ValueError, match="max_gap must be >= 0"):
+        StreamingTracker(max_gap=-1)
+
 def _module(tmp: Path, **kw) -> SyntheticLidarDataModule:
     args = dict(
         num_sequences=2, num_val=1, frames_per_sequence=5, azimuth_steps=512, data_root=str(tmp),

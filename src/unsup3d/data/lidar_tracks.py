@@ -14,8 +14,8 @@ By default clusters are matched in each scan's own sensor frame, as the paper do
 10 Hz, well inside the 5 m gate. ``TrackSettings(use_poses=True)`` tracks in the world frame instead
 when every frame of the sequence has a pose (KITTI's ``poses.txt``, nuScenes' ego poses), so static
 clusters stand still; ``benchmarks/tracking.py`` compares the two on the real KITTI scans.
-Sequences are tracked frame by frame (:class:`StreamingTracker`, which keeps only cluster centres and
-mean features), so a 4,500-frame KITTI sequence never sits in memory at once.
+Sequences are tracked frame by frame (:class:`unsup3d.data.tracking.StreamingTracker`, the one tracker,
+which keeps only cluster centres and features), so a 4,500-frame KITTI sequence never sits in memory.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from unsup3d.data.datasets import xyz_intensity_features
 from unsup3d.data.lidar_frames import FrameRef, read_frame
 from unsup3d.data.prepare import Job, load_npy, save_npy_atomic, write_json_atomic
 from unsup3d.data.scene_folder import settings_key
-from unsup3d.data.tracking import match_clusters, summarize_clusters
+from unsup3d.data.tracking import StreamingTracker
 
 __all__ = [
     "StreamingTracker",
@@ -69,73 +69,6 @@ class TrackSettings:
 def track_dir(prepared_root: Path, settings: TrackSettings, features: str | None = None) -> Path:
     """The folder of one track version: the settings and the features (None: location only)."""
     return Path(prepared_root) / "tracks" / settings_key({**asdict(settings), "features": features})
-
-
-class StreamingTracker:
-    """:func:`unsup3d.data.tracking.track_sequence`, one frame at a time: ``update`` takes a frame's
-    points, cluster ids and optional per-point features and returns its points' track ids, the same
-    ids ``track_sequence`` gives over the whole sequence."""
-
-    def __init__(
-        self, alpha: float = 0.5, gate: float = 5.0, min_points: int = 200, max_points: int = 20000,
-        max_gap: int = 0,
-    ) -> None:  # fmt: skip
-        if max_gap < 0 or alpha < 0 or gate < 0 or min_points > max_points:
-            raise ValueError(
-                f"StreamingTracker: need max_gap, alpha, gate >= 0 and min_points <= max_points, got "
-                f"{max_gap}, {alpha}, {gate}, {min_points}, {max_points}"
-            )
-        self.alpha, self.gate, self.max_gap = alpha, gate, max_gap
-        self.min_points, self.max_points = min_points, max_points
-        self.t = 0
-        self.next_id = 0
-        # Candidate tracks: id, last frame seen, last centre, last feature.
-        self.ids = np.zeros(0, dtype=np.int64)
-        self.seen = np.zeros(0, dtype=np.int64)
-        self.centres = np.zeros((0, 3))
-        self.feats: np.ndarray | None = None
-
-    def update(
-        self, points: np.ndarray, clusters: np.ndarray, features: np.ndarray | None = None
-    ) -> np.ndarray:
-        points, clusters = np.asarray(points), np.asarray(clusters).astype(np.int64, copy=False)
-        if points.ndim != 2 or points.shape[1] < 3 or clusters.shape != (len(points),):
-            raise ValueError(
-                f"StreamingTracker: frame {self.t}: need points (N, >=3) and clusters (N,), got "
-                f"{points.shape} and {clusters.shape}"
-            )
-        if features is not None and (features.ndim != 2 or len(features) != len(points)):
-            raise ValueError(
-                f"StreamingTracker: frame {self.t}: features {features.shape} for {len(points)} points"
-            )
-        t = self.t
-        summary = summarize_clusters(points, clusters, features, self.min_points, self.max_points)
-        alive = self.seen >= t - 1 - self.max_gap
-        self.ids, self.seen, self.centres = self.ids[alive], self.seen[alive], self.centres[alive]
-        if self.feats is not None:
-            self.feats = self.feats[alive]
-        r, c = match_clusters(
-            self.centres, summary.centres, self.feats, summary.features, self.alpha, self.gate
-        )
-        track_of = np.full(len(summary), -1, dtype=np.int64)
-        track_of[c] = self.ids[r]
-        new = track_of < 0
-        track_of[new] = self.next_id + np.arange(int(new.sum()))
-        self.next_id += int(new.sum())
-
-        lut = np.full(int(clusters.max()) + 2 if len(clusters) else 1, -1, dtype=np.int64)
-        lut[summary.ids] = track_of
-        out = lut[clusters]  # id -1 reads the last entry, which no cluster id reaches
-
-        stale = ~np.isin(self.ids, track_of)
-        self.ids = np.concatenate([self.ids[stale], track_of])
-        self.seen = np.concatenate([self.seen[stale], np.full(len(track_of), t)])
-        self.centres = np.concatenate([self.centres[stale], summary.centres])
-        if summary.features is not None:
-            old = self.feats[stale] if self.feats is not None else np.zeros((0, summary.features.shape[1]))
-            self.feats = np.concatenate([old, summary.features])
-        self.t += 1
-        return out
 
 
 def by_sequence(frames: Sequence[FrameRef]) -> dict[str, list[FrameRef]]:

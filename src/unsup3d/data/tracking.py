@@ -36,6 +36,7 @@ from unsup3d.data.tracking_stats import frame_pairs, matched_pairs, track_length
 
 __all__ = [
     "ClusterSummary",
+    "StreamingTracker",
     "cost_matrix",
     "frame_pairs",
     "match_clusters",
@@ -183,41 +184,105 @@ def match_clusters(
     return rows[r[ok]].astype(np.int64), cols[c[ok]].astype(np.int64)
 
 
-def _check_inputs(
-    points: Sequence[np.ndarray], clusters: Sequence[np.ndarray], features: Sequence[np.ndarray] | None
-) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray] | None]:
-    if len(points) != len(clusters):
-        raise ValueError(f"track_sequence: {len(points)} frames of points but {len(clusters)} of clusters")
-    if features is not None and len(features) != len(points):
-        raise ValueError(f"track_sequence: {len(points)} frames of points but {len(features)} of features")
-    pts, cls, feats = [], [], [] if features is not None else None
-    dim = None
-    for t in range(len(points)):
-        p = np.asarray(points[t])
-        if p.ndim != 2 or p.shape[1] < 3 or not np.issubdtype(p.dtype, np.number):
-            raise ValueError(
-                f"track_sequence: frame {t}: points must be a numeric (N, >=3) array, got {p.shape}"
-            )
-        c = np.asarray(clusters[t])
-        if c.shape != (len(p),) or not np.issubdtype(c.dtype, np.integer):
-            raise ValueError(
-                f"track_sequence: frame {t}: clusters must be integer ({len(p)},), got {c.dtype} {c.shape}"
-            )
-        if len(c) and c.min() < -1:
-            raise ValueError(f"track_sequence: frame {t}: cluster ids must be >= -1, found {c.min()}")
-        if not np.isfinite(p[:, :3]).all():
-            raise ValueError(f"track_sequence: frame {t}: points have non-finite coordinates")
-        pts.append(p)
-        cls.append(c.astype(np.int64, copy=False))
-        if feats is not None:
-            f = np.asarray(features[t].detach().cpu() if hasattr(features[t], "detach") else features[t])
-            if f.ndim != 2 or len(f) != len(p) or (dim is not None and f.shape[1] != dim):
-                raise ValueError(
-                    f"track_sequence: frame {t}: features must be ({len(p)}, {dim or 'D'}), got {f.shape}"
-                )
-            dim = f.shape[1]
-            feats.append(f)
-    return pts, cls, feats
+def _check_settings(
+    who: str, alpha: float, gate: float, min_points: int, max_points: int, max_gap: int
+) -> None:
+    if max_gap < 0:
+        raise ValueError(f"{who}: max_gap must be >= 0, got {max_gap}")
+    if alpha < 0 or gate < 0:
+        raise ValueError(f"{who}: need alpha >= 0 and gate >= 0, got {alpha} and {gate}")
+    if min_points > max_points:
+        raise ValueError(f"{who}: min_points {min_points} > max_points {max_points}")
+
+
+def _check_frame(
+    who: str, t: int, points: np.ndarray, clusters: np.ndarray, features: np.ndarray | None, dim: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """One frame's points ``(N, >=3)``, int64 cluster ids ``(N,)`` and features ``(N, dim)`` (numpy)."""
+    p = np.asarray(points)
+    if p.ndim != 2 or p.shape[1] < 3 or not np.issubdtype(p.dtype, np.number):
+        raise ValueError(f"{who}: frame {t}: points must be a numeric (N, >=3) array, got {p.shape}")
+    c = np.asarray(clusters)
+    if c.shape != (len(p),) or not np.issubdtype(c.dtype, np.integer):
+        raise ValueError(f"{who}: frame {t}: clusters must be integer ({len(p)},), got {c.dtype} {c.shape}")
+    if len(c) and c.min() < -1:
+        raise ValueError(f"{who}: frame {t}: cluster ids must be >= -1, found {c.min()}")
+    if not np.isfinite(p[:, :3]).all():
+        raise ValueError(f"{who}: frame {t}: points have non-finite coordinates")
+    f = None
+    if features is not None:
+        f = np.asarray(features.detach().cpu() if hasattr(features, "detach") else features)
+        if f.ndim != 2 or len(f) != len(p) or (dim is not None and f.shape[1] != dim):
+            raise ValueError(f"{who}: frame {t}: features must be ({len(p)}, {dim or 'D'}), got {f.shape}")
+    return p, c.astype(np.int64, copy=False), f
+
+
+class StreamingTracker:
+    """The tracker of STSSL Sec. 3.1 (Eq. 1), one frame at a time; :func:`track_sequence` runs it over a
+    whole sequence, and the track cache (:mod:`unsup3d.data.lidar_tracks`) frame by frame, so that a
+    long sequence never sits in memory. ``update`` takes a frame's points, cluster ids and optional
+    per-point features and returns its points' track ids (see :func:`track_sequence`).
+
+    It keeps the candidate tracks: id, last frame seen, last centre and last cluster feature.
+    """
+
+    def __init__(
+        self, alpha: float = 0.5, gate: float = 5.0, min_points: int = 200, max_points: int = 20000,
+        max_gap: int = 0,
+    ) -> None:  # fmt: skip
+        _check_settings("StreamingTracker", alpha, gate, min_points, max_points, max_gap)
+        self.alpha, self.gate, self.max_gap = alpha, gate, max_gap
+        self.min_points, self.max_points = min_points, max_points
+        self.t = 0
+        self.next_id = 0
+        self.ids = np.zeros(0, dtype=np.int64)
+        self.seen = np.zeros(0, dtype=np.int64)
+        self.centres = np.zeros((0, 3))
+        self.feats: np.ndarray | None = None
+        self._dim: int | None = None
+
+    def update(
+        self, points: np.ndarray, clusters: np.ndarray, features: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Track ids (int64, ``(N,)``, -1 where the point's cluster takes no part) of the next frame."""
+        p, c, f = _check_frame("StreamingTracker", self.t, points, clusters, features, self._dim)
+        return self._advance(p, c, f)
+
+    def _advance(self, points: np.ndarray, clusters: np.ndarray, features: np.ndarray | None) -> np.ndarray:
+        """``update`` on a checked frame."""
+        if self.t > 0 and (features is None) != (self._dim is None):
+            raise ValueError(f"StreamingTracker: frame {self.t}: features given in some frames only")
+        if features is not None:
+            self._dim = features.shape[1]
+        t = self.t
+        summary = summarize_clusters(points, clusters, features, self.min_points, self.max_points)
+        alive = self.seen >= t - 1 - self.max_gap
+        self.ids, self.seen, self.centres = self.ids[alive], self.seen[alive], self.centres[alive]
+        if self.feats is not None:
+            self.feats = self.feats[alive]
+        r, c = match_clusters(
+            self.centres, summary.centres, self.feats, summary.features, self.alpha, self.gate
+        )
+        track_of = np.full(len(summary), -1, dtype=np.int64)
+        track_of[c] = self.ids[r]
+        new = track_of < 0
+        track_of[new] = self.next_id + np.arange(int(new.sum()))
+        self.next_id += int(new.sum())
+
+        lut = np.full(int(clusters.max()) + 2 if len(clusters) else 1, -1, dtype=np.int64)
+        lut[summary.ids] = track_of
+        out = lut[clusters]  # id -1 (ground / noise) reads the last entry, which no cluster id reaches
+
+        # Tracks seen now replace their old entries; the others keep theirs until the gap runs out.
+        stale = ~np.isin(self.ids, track_of)
+        self.ids = np.concatenate([self.ids[stale], track_of])
+        self.seen = np.concatenate([self.seen[stale], np.full(len(track_of), t)])
+        self.centres = np.concatenate([self.centres[stale], summary.centres])
+        if summary.features is not None:
+            old = self.feats[stale] if self.feats is not None else np.zeros((0, summary.features.shape[1]))
+            self.feats = np.concatenate([old, summary.features])
+        self.t += 1
+        return out
 
 
 def track_sequence(
@@ -237,53 +302,24 @@ def track_sequence(
     too small or too large); the same id in two frames is the same object. Ids are consecutive from 0 in
     order of first appearance (within a frame, by cluster id).
 
-    ``points``: ``(N_t, >=3)`` arrays in one common frame (see :func:`to_world`); ``clusters``: int
-    ``(N_t,)`` ids, -1 ground / noise (``unsup3d.data.lidar.cluster_points``); ``features``: optional
-    ``(N_t, D)`` per-point features (cluster feature: their mean, L2-normalised). The clusters of frame t
-    are matched (:func:`match_clusters`) to the tracks seen in frame t-1; a matched cluster continues its
-    track, an unmatched one starts a new track, and a track unmatched in a frame ends. With ``max_gap=N``
-    tracks last seen in frames t-1-N..t-2 are candidates too, with their last centre and feature.
+    ``points``: ``(N_t, >=3)`` arrays, each scan in its own sensor frame (the paper) or all in one
+    common frame (see :func:`to_world`); ``clusters``: int ``(N_t,)`` ids, -1 ground / noise
+    (``unsup3d.data.lidar.cluster_points``); ``features``: optional ``(N_t, D)`` per-point features
+    (cluster feature: their mean, L2-normalised). The clusters of frame t are matched
+    (:func:`match_clusters`) to the tracks seen in frame t-1; a matched cluster continues its track, an
+    unmatched one starts a new track, and a track unmatched in a frame ends. With ``max_gap=N`` tracks
+    last seen in frames t-1-N..t-2 are candidates too, with their last centre and feature. Every frame
+    is checked before any is tracked; the frames then go through one :class:`StreamingTracker`.
     """
-    if max_gap < 0:
-        raise ValueError(f"track_sequence: max_gap must be >= 0, got {max_gap}")
-    if alpha < 0 or gate < 0:
-        raise ValueError(f"track_sequence: need alpha >= 0 and gate >= 0, got {alpha} and {gate}")
-    if min_points > max_points:
-        raise ValueError(f"track_sequence: min_points {min_points} > max_points {max_points}")
-    pts, cls, feats = _check_inputs(points, clusters, features)
-    out: list[np.ndarray] = []
-    # Candidate tracks: id, last frame seen, last centre, last feature.
-    cand_ids = np.zeros(0, dtype=np.int64)
-    cand_seen = np.zeros(0, dtype=np.int64)
-    cand_centres = np.zeros((0, 3))
-    cand_feats: np.ndarray | None = None
-    next_id = 0
-    for t in range(len(pts)):
-        summary = summarize_clusters(
-            pts[t], cls[t], None if feats is None else feats[t], min_points, max_points
-        )
-        alive = cand_seen >= t - 1 - max_gap
-        cand_ids, cand_seen, cand_centres = cand_ids[alive], cand_seen[alive], cand_centres[alive]
-        if cand_feats is not None:
-            cand_feats = cand_feats[alive]
-        r, c = match_clusters(cand_centres, summary.centres, cand_feats, summary.features, alpha, gate)
-        track_of = np.full(len(summary), -1, dtype=np.int64)
-        track_of[c] = cand_ids[r]
-        new = track_of < 0
-        track_of[new] = next_id + np.arange(int(new.sum()))
-        next_id += int(new.sum())
-
-        lut = np.full(int(cls[t].max()) + 2 if len(cls[t]) else 1, -1, dtype=np.int64)
-        lut[summary.ids] = track_of
-        # Index -1 (ground / noise) reads the last entry, which no cluster id reaches.
-        out.append(lut[cls[t]])
-
-        # Tracks seen now replace their old entries; the others keep theirs until the gap runs out.
-        stale = ~np.isin(cand_ids, track_of)
-        cand_ids = np.concatenate([cand_ids[stale], track_of])
-        cand_seen = np.concatenate([cand_seen[stale], np.full(len(track_of), t)])
-        cand_centres = np.concatenate([cand_centres[stale], summary.centres])
-        if summary.features is not None:
-            old = cand_feats[stale] if cand_feats is not None else np.zeros((0, summary.features.shape[1]))
-            cand_feats = np.concatenate([old, summary.features])
-    return out
+    _check_settings("track_sequence", alpha, gate, min_points, max_points, max_gap)
+    if len(points) != len(clusters):
+        raise ValueError(f"track_sequence: {len(points)} frames of points but {len(clusters)} of clusters")
+    if features is not None and len(features) != len(points):
+        raise ValueError(f"track_sequence: {len(points)} frames of points but {len(features)} of features")
+    frames, dim = [], None
+    for t in range(len(points)):
+        f = None if features is None else features[t]
+        frames.append(_check_frame("track_sequence", t, points[t], clusters[t], f, dim))
+        dim = None if frames[-1][2] is None else frames[-1][2].shape[1]
+    tracker = StreamingTracker(alpha, gate, min_points, max_points, max_gap)
+    return [tracker._advance(p, c, f) for p, c, f in frames]
