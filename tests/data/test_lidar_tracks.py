@@ -15,9 +15,9 @@ from torch.utils.data import DataLoader, Dataset
 from unsup3d.data.datamodules import SyntheticLidarDataModule
 from unsup3d.data.formats import semantic_kitti as sk
 from unsup3d.data.lidar_frames import SharedPath
-from unsup3d.data.lidar_tracks import StreamingTracker, weights_digest
+from unsup3d.data.lidar_tracks import StreamingTracker, track_dir, weights_digest
 from unsup3d.data.tracking import to_world, track_sequence
-from unsup3d.models import MinkUNet
+from unsup3d.models import MinkUNet, ProjectionHead
 
 
 def _blobs(seed: int, frames: int = 8) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
@@ -172,6 +172,47 @@ def test_refresh_tracks_with_features_makes_a_new_version(tmp_path: Path) -> Non
     dm.use_tracks(None)
     assert dm.track_root == location and dm.datasets["train"].track_root.get() == location
 
+
+
+def test_refresh_tracks_with_the_release_cluster_features(tmp_path: Path) -> None:
+    """``max_projection``: per cluster, the max of the points' backbone features through the projection
+    head, compared by Euclidean distance (the release's ``track_model.py``)."""
+    dm = _module(tmp_path, track_cluster_features="max_projection")
+    dm.prepare_data()
+    dm.setup("fit")
+    torch.manual_seed(0)
+    backbone = MinkUNet(4, width=0.25).eval()
+    head = ProjectionHead(backbone.out_channels, 16, 8)
+    with pytest.raises(ValueError, match="needs the projection head"):
+        dm.refresh_tracks(backbone)
+    head.train()
+    tag = dm.refresh_tracks(backbone, projector=head)
+    assert head.training  # put back as it was
+    assert tag == weights_digest(backbone, head) != weights_digest(backbone)
+    mean = _module(tmp_path)
+    # location-only tracks are shared by both settings
+    location = track_dir(dm.prepared_root, dm.track_settings)
+    assert location == track_dir(mean.prepared_root, mean.track_settings) != dm.track_root
+
+    points, clusters = _reference_points(dm)
+    head.eval()
+    broadcast = []
+    with torch.no_grad():
+        for t in range(5):
+            batch = dm.collate([dm.datasets["train_eval"][t]])
+            feats = backbone(batch["sparse"], batch["inverse"])
+            c = torch.from_numpy(clusters[t]).long()
+            out = torch.zeros(len(c), 8, dtype=torch.float64)
+            for i in torch.unique(c[c >= 0]):
+                out[c == i] = head(feats[c == i].max(0).values[None]).double()
+            broadcast.append(out.numpy())
+    expected = track_sequence(
+        points, clusters, broadcast, alpha=0.5, min_points=60, pooling="max", feature_distance="euclidean"
+    )
+    for t in range(5):
+        np.testing.assert_allclose(np.load(dm.track_root / "00" / f"{t:06d}.npy"), expected[t])
+    location_only = track_sequence(points, clusters, min_points=60)
+    assert any((a != b).any() for a, b in zip(expected, location_only))  # the features decide some matches
 
 class _Echo(Dataset):
     def __init__(self) -> None:

@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from unsup3d.data.tracking import (
+    StreamingTracker,
     cost_matrix,
     frame_pairs,
     match_clusters,
     matched_pairs,
+    summarize_clusters,
     to_world,
     track_lengths,
     track_sequence,
@@ -111,6 +113,58 @@ def test_crossing_needs_features():
     assert ids[1] == {"A": 1, "B": 0, "C": 2}
 
 
+def test_crossing_with_the_release_features():
+    """Max-pooled features compared by Euclidean distance (the release's D_feat) also untangle A and B."""
+    ids, _, _ = _run(_crossing(), use_features=True, alpha=0.5, pooling="max", feature_distance="euclidean")
+    assert ids[1] == {"A": 0, "B": 1, "C": 2}
+
+
+def test_summarize_clusters_pools_mean_or_max():
+    rng = np.random.default_rng(3)
+    # ids -1..5 with sizes about 300, 420, 150, 900, 420, 0 (no points) and 810
+    clusters = rng.choice(np.arange(-1, 6), 3000, p=[0.1, 0.14, 0.05, 0.3, 0.14, 0.0, 0.27])
+    points, feats = rng.normal(size=(3000, 4)), rng.normal(size=(3000, 5)).astype(np.float32)
+    mean = summarize_clusters(points, clusters, feats, min_points=300, max_points=600)
+    top = summarize_clusters(points, clusters, feats, min_points=300, max_points=600, pooling="max")
+    sizes = [int((clusters == i).sum()) for i in range(6)]
+    expected_ids = [i for i in range(6) if 300 <= sizes[i] <= 600]
+    assert expected_ids == [0, 3] and list(mean.ids) == list(top.ids) == expected_ids
+    for k, i in enumerate(expected_ids):
+        rows = [j for j in range(3000) if clusters[j] == i]
+        np.testing.assert_allclose(top.features[k], [max(feats[j, d] for j in rows) for d in range(5)])
+        m = np.array([sum(float(feats[j, d]) for j in rows) / len(rows) for d in range(5)])
+        np.testing.assert_allclose(mean.features[k], m / np.linalg.norm(m), rtol=1e-6)
+        np.testing.assert_allclose(top.centres[k], points[rows, :3].mean(0))
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        summarize_clusters(points, clusters, feats, pooling="sum")
+
+
+def test_streaming_tracker_projects_the_pooled_features():
+    """``project`` maps each frame's max-pooled cluster features; the reference gives every point its
+    cluster's projected feature up front (whose max pool is that feature itself)."""
+    rng = np.random.default_rng(4)
+    weight = rng.normal(size=(4, 3))
+
+    def project(pooled: np.ndarray) -> np.ndarray:
+        return np.tanh(pooled @ weight)
+
+    frames = [*_crossing(), _frame({"A": ((1.1, 0, 0), E[0]), "B": ((0, 0, 0), E[1])}, seed=2)]
+    noisy = [(p, c, f + rng.normal(0, 0.1, f.shape)) for p, c, f, _ in frames]
+    kw = dict(alpha=0.5, pooling="max", feature_distance="euclidean")
+    tracker = StreamingTracker(**kw, project=project)
+    got = [tracker.update(p, c, f) for p, c, f in noisy]
+    assert tracker.feats.shape[1] == 3  # the candidates keep the projected features
+
+    broadcast = []
+    for _, c, f in noisy:
+        pooled = {int(i): project(f[c == i].max(0)[None])[0] for i in np.unique(c[c >= 0])}
+        broadcast.append(np.stack([pooled[int(i)] if i >= 0 else np.zeros(3) for i in c]))
+    expected = track_sequence([p for p, _, _ in noisy], [c for _, c, _ in noisy], broadcast, **kw)
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert _ids(got[1], frames[1][3]) == {"A": 0, "B": 1, "C": 2}
+
+
 def test_features_as_torch_tensors():
     pts, cls, feats, names = zip(*_crossing(), strict=True)
     tracks = track_sequence(list(pts), list(cls), [torch.from_numpy(f).float() for f in feats])
@@ -197,13 +251,15 @@ def test_deterministic_and_independent_of_point_order():
         np.testing.assert_array_equal(x[i], z)
 
 
-def _loop_cost(ca, cb, fa, fb, alpha):
-    """Eq. 1 with plain loops: Euclidean and cosine distances, each min-max normalised."""
+def _loop_cost(ca, cb, fa, fb, alpha, feature_distance="cosine"):
+    """Eq. 1 with plain loops: Euclidean and cosine (or Euclidean) distances, each min-max normalised."""
     m, n = len(ca), len(cb)
     loc = [[math.dist(ca[i], cb[j]) for j in range(n)] for i in range(m)]
     feat = [
         [
-            1
+            math.dist(fa[i], fb[j])
+            if feature_distance == "euclidean"
+            else 1
             - sum(x * y for x, y in zip(fa[i], fb[j], strict=True))
             / (math.hypot(*fa[i]) * math.hypot(*fb[j]))
             for j in range(n)
@@ -229,6 +285,9 @@ def test_cost_matrix_matches_plain_loops():
             cost_matrix(ca, cb, fa, fb, alpha), _loop_cost(ca, cb, fa, fb, alpha), atol=1e-12
         )
     np.testing.assert_allclose(cost_matrix(ca, cb), _loop_cost(ca, cb, fa, fb, 0.0), atol=1e-12)
+    euclidean = cost_matrix(ca, cb, fa, fb, 0.5, "euclidean")
+    np.testing.assert_allclose(euclidean, _loop_cost(ca, cb, fa, fb, 0.5, "euclidean"), atol=1e-12)
+    assert not np.allclose(euclidean, cost_matrix(ca, cb, fa, fb, 0.5))
     # One entry, or constant entries, normalise to zeros: no preference.
     np.testing.assert_array_equal(cost_matrix(ca[:1], cb[:1], fa[:1], fb[:1]), [[0.0]])
     same = np.zeros((3, 3))

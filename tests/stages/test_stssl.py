@@ -287,10 +287,56 @@ def test_there_are_all_the_configs() -> None:
 def test_config_runs_one_step(
     config: Path, tmp_path: Path, data_root: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    _run_one_step(config, tmp_path, data_root, tiny_checkpoint, monkeypatch)
+
+
+def test_interframe_tracks_with_the_release_cluster_features(
+    tmp_path: Path, data_root: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``track_cluster_features: max_projection``: the first tracking uses P2C's projection head."""
+    seen = []
+    original = LidarDataModule.refresh_tracks
+
+    def spy(self, backbone, *args, projector=None, **kw):
+        seen.append((self.track_settings.cluster_features, projector))
+        return original(self, backbone, *args, projector=projector, **kw)
+
+    monkeypatch.setattr(LidarDataModule, "refresh_tracks", spy)
+    config = EXPERIMENTS / "quickstart" / "stssl_interframe.yaml"
+    release = {"track_cluster_features": "max_projection"}
+    _run_one_step(config, tmp_path, data_root, tiny_checkpoint, monkeypatch, **release)
+    assert len(seen) == 1 and seen[0][0] == "max_projection"
+    p2c = torch.load(tiny_checkpoint, weights_only=True)["state_dict"]
+    for name, value in seen[0][1].state_dict().items():
+        assert torch.equal(value, p2c[f"projector.{name}"]), name
+
+
+def test_tracking_projector_is_p2cs_until_the_stage_tracks(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    p2c = P2CModule(backbone=MinkUNet(4, width=0.25))
+    ckpt = tmp_path / "p2c.ckpt"
+    torch.save({"state_dict": p2c.state_dict()}, ckpt)
+    torch.manual_seed(1)
+    module = InterFrameModule(backbone=MinkUNet(4, width=0.25), init_checkpoint=str(ckpt))
+    head = module.tracking_projector()
+    assert head is not module.projector
+    for (name, a), b in zip(head.state_dict().items(), p2c.projector.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert not torch.equal(module.projector.net[0].weight, p2c.projector.net[0].weight)  # fresh head
+    module.last_track_epoch.fill_(0)
+    assert module.tracking_projector() is module.projector
+    scratch = InterFrameModule(backbone=MinkUNet(4, width=0.25))  # no P2C checkpoint: its own head
+    assert scratch.tracking_projector() is scratch.projector
+
+
+def _run_one_step(
+    config: Path, tmp_path: Path, data_root: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch,
+    **data: object,
+) -> None:  # fmt: skip
     cfg = yaml.safe_load(config.read_text())
     # the recipe's data settings on the synthetic sequences, at a tiny size
     args = {k: v for k, v in cfg["data"]["init_args"].items() if k in _data_args()}
-    args.update(TINY_DATA, data_root=str(data_root))
+    args.update(TINY_DATA, data_root=str(data_root), **data)
     cfg["data"] = {"class_path": "unsup3d.data.datamodules.SyntheticLidarDataModule", "init_args": args}
     model = cfg["model"]["init_args"]
     model["backbone"]["init_args"]["width"] = 0.25

@@ -82,6 +82,9 @@ class LidarDataModule(PointCloudDataModule):
         track_use_poses: match clusters in the world frame through the sequence's poses (KITTI's
             ``poses.txt``, nuScenes' ego poses) instead of in each scan's own sensor frame. Default
             False: the paper tracks without any pose sensor.
+        track_cluster_features: the cluster features of ``D_feat`` when re-tracking with a backbone:
+            ``"mean"`` (mean point features, cosine distance) or ``"max_projection"`` (the release's:
+            max-pooled, through the stage's projection head, Euclidean distance).
         label_fraction: train on this fraction of the labelled training scans (fine-tuning), drawn by
             ``split_seed`` and saved to ``split_file`` (default ``<prepared root>/splits/...``).
         split_file: a label split to read (or, with ``label_fraction``, to write when missing).
@@ -115,6 +118,7 @@ class LidarDataModule(PointCloudDataModule):
         track_max_points: int = 20000,
         track_max_gap: int = 0,
         track_use_poses: bool = False,
+        track_cluster_features: str = "mean",
         label_fraction: float | None = None,
         split_file: str | None = None,
         split_seed: int = 0,
@@ -139,8 +143,9 @@ class LidarDataModule(PointCloudDataModule):
             "ground_iterations": ground_iterations,
         }
         self.track_settings = TrackSettings(
-            track_alpha, track_gate, track_min_points, track_max_points, track_max_gap, track_use_poses
-        )
+            track_alpha, track_gate, track_min_points, track_max_points, track_max_gap, track_use_poses,
+            track_cluster_features,
+        )  # fmt: skip
         #: the features of the tracks in use: None (location only) or a backbone's weights digest
         self.track_features: str | None = None
         if label_fraction is not None and not 0 < label_fraction <= 1:
@@ -256,13 +261,16 @@ class LidarDataModule(PointCloudDataModule):
         rank: int = 0,
         world_size: int = 1,
         barrier: Callable[[], None] | None = None,
+        projector: torch.nn.Module | None = None,
     ) -> str:
         """Re-track the training frames with ``backbone``'s features (STSSL Eq. 1, ``track_alpha``) into a
         new cache version named by the weights' digest (reused when present), and serve it; returns
-        the digest. Every rank must call it (see :func:`unsup3d.data.lidar_tracks.feature_tracks`)."""
+        the digest. ``projector`` maps the pooled cluster features when ``track_cluster_features`` is
+        ``"max_projection"``. Every rank must call it (see
+        :func:`unsup3d.data.lidar_tracks.feature_tracks`)."""
         tag = feature_tracks(
             self.split_frames("train"), self.prepared_root, self.track_settings, backbone, self.voxel_size,
-            device, rank, world_size, barrier,
+            device, rank, world_size, barrier, projector,
         )  # fmt: skip
         self.use_tracks(tag)
         return tag

@@ -42,6 +42,7 @@ __all__ = [
     "feature_tracks",
     "by_sequence",
     "location_jobs",
+    "projection",
     "sequence_done",
     "track_dir",
     "track_frames",
@@ -56,7 +57,12 @@ class TrackSettings:
     """Tracking settings (STSSL Sec. 4.1 and the release): Eq. 1's ``alpha``, the 5 m gate, clusters
     of 200-20,000 points, tracks ending when unmatched (``max_gap=0``), each scan in its own sensor
     frame (``use_poses=False``, the paper; True: the world frame through the sequence's poses, where
-    every frame has one)."""
+    every frame has one).
+
+    ``cluster_features``: the cluster features of Eq. 1's ``D_feat`` when tracking with a backbone:
+    ``"mean"``, the L2-normalised mean of the points' backbone features, by cosine distance; or
+    ``"max_projection"``, the release's (``track_model.py``): the backbone features max-pooled per
+    cluster, through the BYOL projection head, by Euclidean distance."""
 
     alpha: float = 0.5
     gate: float = 5.0
@@ -64,11 +70,36 @@ class TrackSettings:
     max_points: int = 20000
     max_gap: int = 0
     use_poses: bool = False
+    cluster_features: str = "mean"
+
+    def __post_init__(self) -> None:
+        if self.cluster_features not in CLUSTER_FEATURES:
+            raise ValueError(
+                f"TrackSettings: cluster_features must be one of {CLUSTER_FEATURES}, "
+                f"got {self.cluster_features!r}"
+            )
+
+    def tracker(self, project: Callable[[np.ndarray], np.ndarray] | None = None) -> StreamingTracker:
+        """A fresh tracker with these settings; ``project`` maps pooled cluster features
+        (``cluster_features="max_projection"``)."""
+        release = self.cluster_features == "max_projection"
+        return StreamingTracker(
+            self.alpha, self.gate, self.min_points, self.max_points, self.max_gap,
+            pooling="max" if release else "mean", feature_distance="euclidean" if release else "cosine",
+            project=project if release else None,
+        )  # fmt: skip
+
+
+CLUSTER_FEATURES = ("mean", "max_projection")
 
 
 def track_dir(prepared_root: Path, settings: TrackSettings, features: str | None = None) -> Path:
-    """The folder of one track version: the settings and the features (None: location only)."""
-    return Path(prepared_root) / "tracks" / settings_key({**asdict(settings), "features": features})
+    """The folder of one track version: the settings and the features (None: location only, which
+    ``cluster_features`` does not change)."""
+    key = asdict(settings)
+    if features is None:
+        key.pop("cluster_features")
+    return Path(prepared_root) / "tracks" / settings_key({**key, "features": features})
 
 
 def by_sequence(frames: Sequence[FrameRef]) -> dict[str, list[FrameRef]]:
@@ -89,13 +120,13 @@ def track_frames(
     out_root: Path,
     settings: TrackSettings,
     features: FeatureFn | None = None,
+    project: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> None:
     """Track the frames of one sequence (in time order) and write each frame's track ids, then the
-    sequence's marker. ``features(ref)`` gives a frame's per-point features for Eq. 1's ``D_feat``."""
+    sequence's marker. ``features(ref)`` gives a frame's per-point features for Eq. 1's ``D_feat``;
+    ``project`` maps pooled cluster features (``settings.cluster_features="max_projection"``)."""
     world = settings.use_poses and all(r.pose is not None for r in refs)
-    tracker = StreamingTracker(
-        settings.alpha, settings.gate, settings.min_points, settings.max_points, settings.max_gap
-    )
+    tracker = settings.tracker(project)
     for ref in refs:
         xyz = read_frame(ref)["coord"].astype(np.float64)
         cluster_file = cluster_root / ref.sequence / f"{ref.index:06d}.npy"
@@ -130,14 +161,17 @@ def sequence_done(out_root: Path, sequence: str) -> bool:
     return _marker(out_root, sequence).is_file()
 
 
-def weights_digest(module: torch.nn.Module) -> str:
-    """A short digest of a module's parameters and buffers: the name of the features it gives."""
+def weights_digest(module: torch.nn.Module, *more: torch.nn.Module) -> str:
+    """A short digest of the parameters and buffers of one module (or several, in order): the name of
+    the features they give."""
     h = hashlib.sha1()
-    for name, tensor in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        t = tensor.detach().cpu().contiguous()
-        h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    for i, m in enumerate((module, *more)):
+        prefix = f"{i}." if i else ""  # one module: the digest of its state alone
+        for name, tensor in sorted(m.state_dict().items()):
+            h.update((prefix + name).encode())
+            t = tensor.detach().cpu().contiguous()
+            h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
 
 
@@ -160,6 +194,22 @@ def backbone_features(
     return features
 
 
+def projection(
+    head: torch.nn.Module, device: torch.device | str = "cpu"
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``head`` (e.g. the BYOL projection head) as a numpy map of pooled cluster features ``(K, D)``.
+
+    The caller puts the head in eval mode (BatchNorm running statistics) for the pass.
+    """
+
+    def project(pooled: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out = head(torch.as_tensor(pooled, dtype=torch.float32, device=device))
+        return out.double().cpu().numpy()
+
+    return project
+
+
 def feature_tracks(
     frames: Sequence[FrameRef],
     prepared_root: Path,
@@ -170,27 +220,38 @@ def feature_tracks(
     rank: int = 0,
     world_size: int = 1,
     barrier: Callable[[], None] | None = None,
+    projector: torch.nn.Module | None = None,
 ) -> str:
     """Track ``frames`` with ``backbone``'s features (STSSL Eq. 1) into the version named by the weights'
     digest, unless it is finished already; returns the digest.
 
+    With ``settings.cluster_features="max_projection"`` the pooled cluster features go through
+    ``projector`` (required), and the digest covers its weights too.
     With several processes each tracks the sequences ``i % world_size == rank``; all ranks must call
     it, and ``barrier`` (e.g. the Lightning strategy's) lets rank 0 mark the version finished only
-    once every sequence is written. The backbone runs in eval mode and is put back as it was.
+    once every sequence is written. The networks run in eval mode and are put back as they were.
     """
-    tag = weights_digest(backbone)
+    nets = [backbone]
+    if settings.cluster_features == "max_projection":
+        if projector is None:
+            raise ValueError("feature_tracks: cluster_features='max_projection' needs the projection head")
+        nets.append(projector)
+    tag = weights_digest(*nets)
     root = track_dir(prepared_root, settings, tag)
     if (root / "tracks.json").is_file():
         return tag
-    was_training = backbone.training
-    backbone.eval()
+    was_training = [net.training for net in nets]
+    for net in nets:
+        net.eval()
     features = backbone_features(backbone, voxel_size, device)
+    project = projection(projector, device) if len(nets) > 1 else None
     try:
         for i, (seq, refs) in enumerate(sorted(by_sequence(frames).items())):
             if i % world_size == rank and not sequence_done(root, seq):
-                track_frames(refs, Path(prepared_root) / "clusters", root, settings, features)
+                track_frames(refs, Path(prepared_root) / "clusters", root, settings, features, project)
     finally:
-        backbone.train(was_training)
+        for net, mode in zip(nets, was_training, strict=True):
+            net.train(mode)
     if barrier is not None:
         barrier()
     if rank == 0:

@@ -13,10 +13,12 @@ Clusters of consecutive frames are matched by the Hungarian algorithm on the mat
 
 Where we depart from the release: a pair whose centres are more than ``gate`` apart can never match
 (the release only gates each cluster by its nearest centre, so the assignment it forces on the
-remaining clusters can pair two clusters 5+ m apart); ``D_feat`` is the cosine distance between
-L2-normalised mean point features (the release: Euclidean distance between projection-head outputs);
-a constant matrix (one entry, or all entries equal) normalises to zeros, where the release divides by
-zero except in the 1x1 case.
+remaining clusters can pair two clusters 5+ m apart); by default ``D_feat`` is the cosine distance
+between L2-normalised mean point features. The release's cluster features are an option
+(``pooling="max"``, ``feature_distance="euclidean"``, and a ``project`` callable for
+:class:`StreamingTracker`): the Euclidean distance between projection-head outputs of the per-cluster
+max-pooled backbone features (its ``track_model.py``). A constant matrix (one entry, or all entries
+equal) normalises to zeros, where the release divides by zero except in the 1x1 case.
 
 The paper uses no poses: its tracker sees each scan in its own sensor frame, where static clusters
 move by the ego motion (about 1 m a frame at 10 Hz, inside the 5 m gate), and that is what
@@ -26,7 +28,7 @@ move by the ego motion (about 1 m a frame at 10 Hz, inside the 5 m gate), and th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -80,17 +82,26 @@ class ClusterSummary:
         return len(self.ids)
 
 
+POOLINGS = ("mean", "max")
+FEATURE_DISTANCES = ("cosine", "euclidean")
+
+
 def summarize_clusters(
     points: np.ndarray,
     clusters: np.ndarray,
     features: np.ndarray | None = None,
     min_points: int = 200,
     max_points: int = 20000,
+    pooling: str = "mean",
 ) -> ClusterSummary:
-    """Centre (mean point) and L2-normalised mean feature of each cluster of ``min_points..max_points``.
+    """Centre (mean point) and feature of each cluster of ``min_points..max_points`` points.
 
-    ``clusters`` holds int ids, -1 for ground / noise; ids are listed in increasing order.
+    ``clusters`` holds int ids, -1 for ground / noise; ids are listed in increasing order. The feature
+    is the L2-normalised mean of the points' features (``pooling="mean"``) or their element-wise
+    maximum (``"max"``, the release's max pool, float64, not normalised).
     """
+    if pooling not in POOLINGS:
+        raise ValueError(f"summarize_clusters: pooling must be one of {POOLINGS}, got {pooling!r}")
     valid = clusters >= 0
     labels = clusters[valid]
     nbins = int(labels.max()) + 1 if len(labels) else 0
@@ -104,7 +115,7 @@ def summarize_clusters(
     centres = centres[ids] / sizes[ids, None]
     feats = None
     if features is not None:
-        # Sum features per cluster with one sort + reduceat (float64 sums, one gather of the kept rows):
+        # Reduce features per cluster with one sort + reduceat (float64, one gather of the kept rows):
         # no Python loop over points or clusters, and no copy of the whole feature array.
         taken = np.zeros(nbins, dtype=bool)
         taken[ids] = True
@@ -112,9 +123,13 @@ def summarize_clusters(
         rows = rows[taken[labels]]
         rows = rows[np.argsort(clusters[rows], kind="stable")]
         starts = np.searchsorted(clusters[rows], ids)
-        sums = np.add.reduceat(np.asarray(features)[rows], starts, axis=0, dtype=np.float64)
-        norm = np.linalg.norm(sums, axis=1, keepdims=True)
-        feats = sums / np.where(norm > 0, norm, 1.0)
+        kept = np.asarray(features)[rows]
+        if pooling == "max":
+            feats = np.maximum.reduceat(kept, starts, axis=0).astype(np.float64)
+        else:
+            sums = np.add.reduceat(kept, starts, axis=0, dtype=np.float64)
+            norm = np.linalg.norm(sums, axis=1, keepdims=True)
+            feats = sums / np.where(norm > 0, norm, 1.0)
     return ClusterSummary(ids.astype(np.int64), sizes[ids].astype(np.int64), centres, feats)
 
 
@@ -134,19 +149,28 @@ def cost_matrix(
     features_a: np.ndarray | None = None,
     features_b: np.ndarray | None = None,
     alpha: float = 0.5,
+    feature_distance: str = "cosine",
 ) -> np.ndarray:
     """STSSL Eq. 1: ``D = minmax(D_loc) + alpha * minmax(D_feat)``, ``(M, N)``.
 
     ``D_loc`` is the Euclidean distance between centres; ``D_feat`` the cosine distance ``1 - cos``
-    between features (rows L2-normalised here). Each term is min-max normalised over the whole matrix;
+    between features (rows L2-normalised here; ``feature_distance="cosine"``) or their Euclidean
+    distance (``"euclidean"``, the release). Each term is min-max normalised over the whole matrix;
     a constant term (a 1x1 matrix, or all entries equal) becomes zeros, i.e. it carries no preference.
     Without features ``D = minmax(D_loc)``.
     """
+    if feature_distance not in FEATURE_DISTANCES:
+        raise ValueError(
+            f"cost_matrix: feature_distance must be one of {FEATURE_DISTANCES}, got {feature_distance!r}"
+        )
     d = _minmax(cdist(centres_a, centres_b))
     if features_a is not None and features_b is not None and alpha != 0:
-        fa = features_a / np.maximum(np.linalg.norm(features_a, axis=1, keepdims=True), 1e-12)
-        fb = features_b / np.maximum(np.linalg.norm(features_b, axis=1, keepdims=True), 1e-12)
-        d = d + alpha * _minmax(1.0 - fa @ fb.T)
+        if feature_distance == "euclidean":
+            d = d + alpha * _minmax(cdist(features_a, features_b))
+        else:
+            fa = features_a / np.maximum(np.linalg.norm(features_a, axis=1, keepdims=True), 1e-12)
+            fb = features_b / np.maximum(np.linalg.norm(features_b, axis=1, keepdims=True), 1e-12)
+            d = d + alpha * _minmax(1.0 - fa @ fb.T)
     return d
 
 
@@ -157,12 +181,14 @@ def match_clusters(
     features_b: np.ndarray | None = None,
     alpha: float = 0.5,
     gate: float = 5.0,
+    feature_distance: str = "cosine",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Hungarian matching of clusters ``a`` to ``b`` on Eq. 1 under the gate: ``(rows, cols)`` int64.
 
     Clusters whose nearest centre on the other side is farther than ``gate`` are left out (release);
     the cost matrix of Eq. 1 is built and normalised over the rest; pairs farther apart than ``gate``
     are forbidden. The result is the largest set of allowed pairs, of least total cost among those.
+    ``feature_distance``: as :func:`cost_matrix`.
     """
     empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
     if len(centres_a) == 0 or len(centres_b) == 0:
@@ -174,7 +200,7 @@ def match_clusters(
         return empty
     fa = None if features_a is None else features_a[rows]
     fb = None if features_b is None else features_b[cols]
-    cost = cost_matrix(centres_a[rows], centres_b[cols], fa, fb, alpha)
+    cost = cost_matrix(centres_a[rows], centres_b[cols], fa, fb, alpha, feature_distance)
     forbidden = dist[np.ix_(rows, cols)] > gate
     # Each entry of ``cost`` lies in [0, 1 + alpha]: a forbidden pair costing more than any full
     # assignment of allowed pairs makes the solver first maximise the number of allowed pairs.
@@ -224,13 +250,25 @@ class StreamingTracker:
     per-point features and returns its points' track ids (see :func:`track_sequence`).
 
     It keeps the candidate tracks: id, last frame seen, last centre and last cluster feature.
+
+    Cluster features (Eq. 1's ``D_feat``): by default the L2-normalised mean of the points' features,
+    compared by cosine distance. The release's: ``pooling="max"`` (max pool per cluster), ``project``
+    (a callable mapping the ``(K, D)`` pooled features to ``(K, D')``, e.g. the BYOL projection head)
+    and ``feature_distance="euclidean"``.
     """
 
     def __init__(
         self, alpha: float = 0.5, gate: float = 5.0, min_points: int = 200, max_points: int = 20000,
-        max_gap: int = 0,
+        max_gap: int = 0, *, pooling: str = "mean", feature_distance: str = "cosine",
+        project: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:  # fmt: skip
         _check_settings("StreamingTracker", alpha, gate, min_points, max_points, max_gap)
+        if pooling not in POOLINGS or feature_distance not in FEATURE_DISTANCES:
+            raise ValueError(
+                f"StreamingTracker: pooling must be one of {POOLINGS} and feature_distance one of "
+                f"{FEATURE_DISTANCES}, got {pooling!r} and {feature_distance!r}"
+            )
+        self.pooling, self.feature_distance, self.project = pooling, feature_distance, project
         self.alpha, self.gate, self.max_gap = alpha, gate, max_gap
         self.min_points, self.max_points = min_points, max_points
         self.t = 0
@@ -255,14 +293,24 @@ class StreamingTracker:
         if features is not None:
             self._dim = features.shape[1]
         t = self.t
-        summary = summarize_clusters(points, clusters, features, self.min_points, self.max_points)
+        summary = summarize_clusters(
+            points, clusters, features, self.min_points, self.max_points, self.pooling
+        )
+        if self.project is not None and summary.features is not None and len(summary):
+            projected = np.asarray(self.project(summary.features), dtype=np.float64)
+            if projected.ndim != 2 or len(projected) != len(summary):
+                raise ValueError(
+                    f"StreamingTracker: frame {t}: project gave {projected.shape} for {len(summary)} clusters"
+                )
+            summary.features = projected
         alive = self.seen >= t - 1 - self.max_gap
         self.ids, self.seen, self.centres = self.ids[alive], self.seen[alive], self.centres[alive]
         if self.feats is not None:
             self.feats = self.feats[alive]
         r, c = match_clusters(
-            self.centres, summary.centres, self.feats, summary.features, self.alpha, self.gate
-        )
+            self.centres, summary.centres, self.feats, summary.features, self.alpha, self.gate,
+            self.feature_distance,
+        )  # fmt: skip
         track_of = np.full(len(summary), -1, dtype=np.int64)
         track_of[c] = self.ids[r]
         new = track_of < 0
@@ -278,9 +326,11 @@ class StreamingTracker:
         self.ids = np.concatenate([self.ids[stale], track_of])
         self.seen = np.concatenate([self.seen[stale], np.full(len(track_of), t)])
         self.centres = np.concatenate([self.centres[stale], summary.centres])
-        if summary.features is not None:
+        if summary.features is not None and len(summary):  # (projected features may change width)
             old = self.feats[stale] if self.feats is not None else np.zeros((0, summary.features.shape[1]))
             self.feats = np.concatenate([old, summary.features])
+        elif self.feats is not None:
+            self.feats = self.feats[stale]
         self.t += 1
         return out
 
@@ -295,6 +345,8 @@ def track_sequence(
     max_points: int = 20000,
     *,
     max_gap: int = 0,
+    pooling: str = "mean",
+    feature_distance: str = "cosine",
 ) -> list[np.ndarray]:
     """Track clusters through a sequence (STSSL Sec. 3.1, Eq. 1): one int64 ``(N_t,)`` array a frame.
 
@@ -305,10 +357,12 @@ def track_sequence(
     ``points``: ``(N_t, >=3)`` arrays, each scan in its own sensor frame (the paper) or all in one
     common frame (see :func:`to_world`); ``clusters``: int ``(N_t,)`` ids, -1 ground / noise
     (``unsup3d.data.lidar.cluster_points``); ``features``: optional ``(N_t, D)`` per-point features
-    (cluster feature: their mean, L2-normalised). The clusters of frame t are matched
-    (:func:`match_clusters`) to the tracks seen in frame t-1; a matched cluster continues its track, an
-    unmatched one starts a new track, and a track unmatched in a frame ends. With ``max_gap=N`` tracks
-    last seen in frames t-1-N..t-2 are candidates too, with their last centre and feature. Every frame
+    (cluster feature: their mean, L2-normalised; ``pooling="max"`` and ``feature_distance="euclidean"``
+    give the release's max pool and distance, see :class:`StreamingTracker`). The clusters of frame t
+    are matched (:func:`match_clusters`) to the tracks seen in frame t-1; a matched cluster continues
+    its track, an unmatched one starts a new track, and a track unmatched in a frame ends. With
+    ``max_gap=N`` tracks last seen in frames t-1-N..t-2 are candidates too, with their last centre
+    and feature. Every frame
     is checked before any is tracked; the frames then go through one :class:`StreamingTracker`.
     """
     _check_settings("track_sequence", alpha, gate, min_points, max_points, max_gap)
@@ -321,5 +375,7 @@ def track_sequence(
         f = None if features is None else features[t]
         frames.append(_check_frame("track_sequence", t, points[t], clusters[t], f, dim))
         dim = None if frames[-1][2] is None else frames[-1][2].shape[1]
-    tracker = StreamingTracker(alpha, gate, min_points, max_points, max_gap)
+    tracker = StreamingTracker(
+        alpha, gate, min_points, max_points, max_gap, pooling=pooling, feature_distance=feature_distance
+    )
     return [tracker._advance(p, c, f) for p, c, f in frames]

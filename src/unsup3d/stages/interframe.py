@@ -15,17 +15,22 @@ Tracking with features (``track_features``): at the start of the stage the train
 re-tracked with the backbone's features (Eq. 1, ``alpha`` of the data module), i.e. the P2C model's,
 as the release's ``track_model.py`` does; ``retrack_every`` repeats it. Without it the location-only
 tracks of ``prepare_data`` are used (the paper's STSSL-n). The track version in use is in the
-checkpoint, so a resumed run trains on the same pairs.
+checkpoint, so a resumed run trains on the same pairs. The data module's ``track_cluster_features``
+picks the cluster features of ``D_feat``: mean point features, or the release's max-pooled features
+through the projection head, which is P2C's (from ``init_checkpoint``) for the first tracking, as
+the release's ``track_model.py`` loads it, and this stage's own afterwards.
 """
 
 from __future__ import annotations
 
+import copy
 import warnings
 from typing import Any
 
 import torch
 
 from unsup3d.stages.byol import BYOLStage
+from unsup3d.stages.common import load_backbone
 
 
 class InterFrameModule(BYOLStage):
@@ -95,16 +100,29 @@ class InterFrameModule(BYOLStage):
             raise ValueError(
                 "InterFrameModule with track_features needs a LiDAR data module with tracks: true"
             )
+        settings = getattr(dm, "track_settings", None)
+        release = getattr(settings, "cluster_features", "mean") == "max_projection"
         tag = dm.refresh_tracks(
             self.backbone,
             self.device,
             self.global_rank,
             self.trainer.world_size,
             self.trainer.strategy.barrier,
+            projector=self.tracking_projector() if release else None,
         )
         self.track_version = tag
         self.last_track_epoch.fill_(self.current_epoch)
         return tag
+
+    def tracking_projector(self) -> torch.nn.Module:
+        """The projection head of the release's cluster features: before this stage has tracked, the
+        ``projector.*`` weights of ``init_checkpoint`` (P2C's head, matching the P2C backbone the stage
+        starts from; this stage's own head starts afresh); afterwards, this stage's head."""
+        if int(self.last_track_epoch) >= 0 or not self.hparams.init_checkpoint:
+            return self.projector
+        head = copy.deepcopy(self.projector)
+        load_backbone(head, self.hparams.init_checkpoint, prefix="projector.")
+        return head
 
     def on_train_start(self) -> None:
         """A resumed run serves the tracks it was trained on (re-made if their cache is gone); this runs
