@@ -41,26 +41,47 @@ def _loss_inputs(seed: int = 0, p: int = 300, d: int = 6, s: int = 15) -> dict:
     }
 
 
-def _reference_loss(pred, target, seen, superpoint, num_superpoints) -> tuple[float, int]:
-    """Eq. 7 written out: a loop over super-voxels."""
+def _reference_loss(pred, target, seen, superpoint, num_superpoints, normalize: bool) -> tuple[float, int]:
+    """Eq. 7 written out, a loop over super-voxels in float64: for each super-voxel with a seen point,
+    the squared L2 distance between the mean prediction over all its points and the mean target over
+    its seen points (with ``normalize``, the release's variant: both means scaled to unit length
+    first); the loss is the mean of those terms."""
     terms = []
     for k in range(num_superpoints):
-        members = [j for j in range(len(superpoint)) if superpoint[j] == k]
-        seen_members = [j for j in members if seen[j]]
+        members = [j for j in range(len(superpoint)) if int(superpoint[j]) == k]
+        seen_members = [j for j in members if bool(seen[j])]
         if not seen_members:
             continue
-        p = torch.stack([pred[j].double() for j in members]).mean(0)
-        f = torch.stack([target[j].double() for j in seen_members]).mean(0)
-        terms.append(float(((p / p.norm() - f / f.norm()) ** 2).sum()))
+        p = [sum(float(pred[j, c]) for j in members) / len(members) for c in range(pred.shape[1])]
+        f = [sum(float(target[j, c]) for j in seen_members) / len(seen_members) for c in range(pred.shape[1])]
+        if normalize:
+            p_norm, f_norm = sum(x * x for x in p) ** 0.5, sum(x * x for x in f) ** 0.5
+            p, f = [x / p_norm for x in p], [x / f_norm for x in f]
+        terms.append(sum((a - b) ** 2 for a, b in zip(p, f)))
     return sum(terms) / len(terms), len(terms)
 
 
-def test_loss_is_eq7_written_out() -> None:
+def test_loss_is_eq7_as_written() -> None:
+    """``normalize=False``: the squared distance of the super-voxel means themselves (Eq. 7)."""
     inputs = _loss_inputs()
-    loss, valid = cmd_loss(**inputs)
-    ref, n = _reference_loss(**inputs)
+    inputs["pred"] = inputs["pred"] * 3.0 + 1.0  # means far from unit length: normalising would show
+    loss, valid = cmd_loss(**inputs, normalize=False)
+    ref, n = _reference_loss(**inputs, normalize=False)
     assert int(valid.sum()) == n and not valid[3] and not valid[5]
     assert float(loss) == pytest.approx(ref, rel=1e-5)
+    normalised, _ = _reference_loss(**inputs, normalize=True)
+    assert abs(ref - normalised) > 0.1 * ref  # the two variants differ on these inputs
+
+
+def test_loss_normalised_variant_is_the_release_written_out() -> None:
+    """``normalize=True`` (the default): the release's Eq. 7 between unit-length super-voxel means."""
+    inputs = _loss_inputs(seed=2)
+    loss, valid = cmd_loss(**inputs, normalize=True)
+    ref, n = _reference_loss(**inputs, normalize=True)
+    assert int(valid.sum()) == n and not valid[3] and not valid[5]
+    assert float(loss) == pytest.approx(ref, rel=1e-5)
+    default, _ = cmd_loss(**inputs)
+    assert float(default) == float(loss)
 
 
 def test_unsupervised_points_contribute_nothing() -> None:
