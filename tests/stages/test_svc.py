@@ -5,14 +5,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from tests.stages.conftest import TINY_ROOMS
 from unsup3d.cli import main
 from unsup3d.data.datamodules import SyntheticRoomsDataModule
-from unsup3d.stages.clustering_pass import PseudoLabels, cluster_pass, superpoint_features
+from unsup3d.stages.clustering_pass import PseudoLabels, cluster_pass
 from unsup3d.stages.svc import SVCModule
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,43 +50,92 @@ def test_pseudo_labels_lookup_and_state_round_trip() -> None:
     )
 
 
+def _within(got: torch.Tensor, scores: torch.Tensor, tol: float = 1e-5) -> None:
+    """Each row's label is its best score's (``scores`` float64, higher is better); a label within
+    ``tol`` of the best is a float32 tie the code may break either way, and must stay rare."""
+    best = scores.argmax(1)
+    assert (got >= 0).all() and (got < scores.shape[1]).all()
+    assert (scores.gather(1, got[:, None]).squeeze(1) >= scores.max(1).values - tol).all()
+    assert (got == best).float().mean() > 0.995
+
+
+@pytest.mark.parametrize("joint", [False, True], ids=["cosine", "joint"])
 @pytest.mark.parametrize("mode", ["basic", "nonparametric", "pooled"])
-def test_cluster_pass_labels_against_a_loop(rooms_root: Path, mode: str) -> None:
-    dm = _dm(rooms_root)
+def test_cluster_pass_labels_against_a_loop(rooms_root: Path, mode: str, joint: bool) -> None:
+    """Eq. 8-10 from scratch, over every super-voxel and every point of the training scenes: the
+    backbone run here on each batch, unit point features, each super-voxel's mean by a loop over
+    super-voxels, and the labels each equation gives with the centroids ``cluster_pass`` returns.
+    ``joint``: the teacher-free path's clustering of ``[S_vox(f) / |S_vox(f)|, S_vox(d) * scale]``,
+    Euclidean: the nearest centroid in that space (Eq. 9's score ``-|[f, d] - mu|^2 / 2``)."""
+    from unsup3d.stages.clustering_pass import descriptor_scale
+
+    dm = _dm(rooms_root, descriptors=joint or None)
+    scale = descriptor_scale({"color": 1.0, "height": 2.0, "shape": 0.5, "segment": 1.0}) if joint else None
     backbone = _backbone()
     loader_fn = dm.cluster_dataloader
+    k = 5
     centroids, labels = cluster_pass(
         backbone,
         loader_fn,
-        5,
+        k,
         torch.device("cpu"),
         nonparametric=mode != "basic",
         superpoint_pooling=mode == "pooled",
+        scale=scale,
     )
-    assert centroids.shape == (5, backbone.out_channels)
-    feats, scenes, ids = superpoint_features(backbone, loader_fn(), torch.device("cpu"))
-    mu = torch.nn.functional.normalize(centroids, dim=1)
+    width = backbone.out_channels + (0 if scale is None else len(scale))
+    assert centroids.shape == (k, width)
+    mu = centroids.double()
+    if not joint:
+        mu = mu / mu.norm(dim=1, keepdim=True)
+
+    def scores(x: torch.Tensor) -> torch.Tensor:  # higher is nearer: cosine, or -|x - mu|^2 / 2
+        if not joint:
+            return (x / x.norm(dim=1, keepdim=True)) @ mu.T
+        return -0.5 * ((x[:, None, :] - mu[None]) ** 2).sum(2)
+
+    scenes_seen, used = set(), set()
     with torch.no_grad():
         for batch in loader_fn():
-            f = torch.nn.functional.normalize(backbone(batch["sparse"], batch["inverse"]), dim=1)
+            f = backbone(batch["sparse"], batch["inverse"]).double()
+            f = f / f.norm(dim=1, keepdim=True)
+            x = f if not joint else torch.cat([f, batch["descriptor"].double() * scale.double()], 1)
             for b, scene in enumerate(batch["scene_index"].tolist()):
-                rows = (batch["point_batch"] == b).numpy()
-                sp = batch["superpoint_id"].numpy()[rows]
-                fb = f[torch.from_numpy(rows)]
-                zeros = torch.zeros(int(rows.sum()), dtype=torch.long)
-                sp_t, pi_t = batch["superpoint_id"][rows], batch["point_index"][rows]
-                got = labels.lookup(batch["scene_index"][b : b + 1], zeros, sp_t, pi_t).numpy()
-                for s in np.unique(sp)[:10]:
-                    members = np.flatnonzero(sp == s)
-                    if mode == "basic":  # Eq. 8: the super-voxel's own K-means assignment, by cosine
-                        k = int(((scenes == scene) & (ids == s)).nonzero()[0, 0])
-                        expect = int((torch.nn.functional.normalize(feats[k], dim=0) @ mu.T).argmax())
-                        assert (got[members] == expect).all()
-                    elif mode == "pooled":  # Eq. 10: argmax of the mean soft assignment
-                        soft = (fb[members] @ mu.T).softmax(1).mean(0)
-                        assert (got[members] == int(soft.argmax())).all()
-                    else:  # Eq. 9: each point's nearest centroid
-                        assert (got[members] == (fb[members] @ mu.T).argmax(1).numpy()).all()
+                scenes_seen.add(scene)
+                rows = batch["point_batch"] == b
+                xb, sp, pi = x[rows], batch["superpoint_id"][rows], batch["point_index"][rows]
+                assert (sp >= 0).all()  # the synthetic rooms: every point in a super-voxel
+                if mode == "basic":  # Eq. 8: the super-voxel's K-means assignment, its nearest centroid
+                    table = labels.by_superpoint[scene].long()
+                    ids = sp.unique()
+                    means = []
+                    for s in ids.tolist():
+                        members = xb[sp == s]
+                        mean_f = members[:, : f.shape[1]].mean(0)
+                        mean_f = mean_f / mean_f.norm() if joint else mean_f
+                        means.append(torch.cat([mean_f, members[:, f.shape[1] :].mean(0)]))
+                    _within(table[ids], scores(torch.stack(means)))
+                    got = table[sp]
+                    used.update(table[ids].tolist())
+                else:
+                    got = labels.by_point[scene].long()[pi]
+                    point_scores = scores(xb)
+                    if mode == "nonparametric":  # Eq. 9: each point's nearest centroid
+                        _within(got, point_scores)
+                    else:  # Eq. 10: the super-voxel's mean soft assignment (softmax of Eq. 9's scores)
+                        soft = point_scores.softmax(1)
+                        pooled, first = [], []
+                        for s in sp.unique().tolist():
+                            members = sp == s
+                            pooled.append(soft[members].mean(0))
+                            first.append(got[members][0])
+                            assert (got[members] == first[-1]).all()  # one label a super-voxel
+                        _within(torch.stack(first), torch.stack(pooled))
+                    used.update(got.unique().tolist())
+                # the stage reads labels through lookup: the same labels, point by point
+                zeros = torch.zeros(len(pi), dtype=torch.long)
+                assert torch.equal(labels.lookup(torch.tensor([scene]), zeros, sp, pi), got)
+    assert scenes_seen == set(range(len(dm.datasets["train_eval"]))) and len(used) >= 3
 
 
 def test_svc_trains_and_checkpoints_its_clustering_state(rooms_root: Path, tmp_path: Path) -> None:
