@@ -44,6 +44,7 @@ from unsup3d.data.scene_folder import (
     usable_scenes,
     write_scene,
 )
+from unsup3d.pointdc.descriptor_pass import DESCRIPTOR_KEY, Descriptors, as_descriptors, run_descriptor_pass
 
 # -- indoor datasets ------------------------------------------------------------------------------
 
@@ -102,20 +103,33 @@ def _add_superpoints(scene_dir: Path, sp: dict[str, Any]) -> None:
 
 
 class IndoorDataModule(PointCloudDataModule):
-    """Base of the indoor (PointDC) data modules: the common base plus CMD's feature pass.
+    """Base of the indoor (PointDC) data modules: the common base plus CMD's feature pass and the
+    teacher-free path's descriptor pass.
 
     Args:
         feature_targets: settings of CMD's 2D feature pass
             (:class:`~unsup3d.data.feature_pass.FeatureTargets`). When set, ``prepare_data`` writes
             ``cmd_target.npy`` / ``cmd_seen.npy`` into the scenes of its ``splits`` (resumable), and
             batches carry them as per-point ``cmd_target`` / ``cmd_seen``.
+        descriptors: settings of the teacher-free path's descriptor pass
+            (:class:`~unsup3d.pointdc.descriptor_pass.Descriptors`; ``true`` for the defaults). When
+            set, ``prepare_data`` writes ``descriptor.npy`` into the scenes (resumable), and batches
+            carry it as the per-point ``descriptor``.
     """
 
-    def __init__(self, feature_targets: FeatureTargets | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        feature_targets: FeatureTargets | None = None,
+        descriptors: Descriptors | bool | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.feature_targets = as_feature_targets(feature_targets)
         if self.feature_targets is not None:
             self.extra_keys += [k for k in (TARGET_KEY, SEEN_KEY) if k not in self.extra_keys]
+        self.descriptors = as_descriptors(descriptors)
+        if self.descriptors is not None and DESCRIPTOR_KEY not in self.extra_keys:
+            self.extra_keys.append(DESCRIPTOR_KEY)
 
     def frames_dir(self, scene_dir: Path) -> Path | None:
         """The raw RGB-D frame export of a prepared scene, or None where the dataset has none."""
@@ -129,11 +143,19 @@ class IndoorDataModule(PointCloudDataModule):
         dirs = [d for split in cfg.splits for d in usable_scenes(list_scenes(self.prepared_root, split))]
         return run_feature_pass(dirs, cfg, self.frames_dir, desc=f"CMD targets ({self.name})")
 
+    def prepare_descriptors(self) -> None:
+        """The teacher-free path's hand-made descriptors for the scenes of ``descriptors.splits``."""
+        cfg = self.descriptors
+        if cfg is not None:
+            dirs = [d for split in cfg.splits for d in usable_scenes(list_scenes(self.prepared_root, split))]
+            run_descriptor_pass(dirs, cfg, self.prepare_workers)
+
     def prepare_data(self) -> None:
         self.check_raw_root()
         with preparation_lock(self.prepared_root):
             super().prepare_data()
             self.prepare_feature_targets()
+            self.prepare_descriptors()
 
 
 class ScanNetDataModule(IndoorDataModule):
@@ -286,6 +308,7 @@ class SceneFolderDataModule(IndoorDataModule):
             ]
             run_jobs(jobs, self.prepare_workers, desc="super-voxels")
             self.prepare_feature_targets()
+            self.prepare_descriptors()
 
 
 class SyntheticRoomsDataModule(ScanNetDataModule):

@@ -290,10 +290,10 @@ def run_feature_pass(
     return counts
 
 
-def target_dim(scene_dirs: Sequence[Path]) -> int | None:
-    """The feature dimension of the first scene holding ``cmd_target.npy``, or None."""
+def target_dim(scene_dirs: Sequence[Path], key: str = TARGET_KEY) -> int | None:
+    """The feature dimension of the first scene holding ``<key>.npy`` (CMD's targets), or None."""
     for d in scene_dirs:
-        f = Path(d) / f"{TARGET_KEY}.npy"
+        f = Path(d) / f"{key}.npy"
         if f.is_file():
             arr = load_npy(f, mmap_mode="r")
             if arr.ndim != 2:

@@ -10,7 +10,7 @@ the points through any augmentation or crop.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from unsup3d.clustering import kmeans
+from unsup3d.pointdc.geometric import DESCRIPTOR_GROUPS, descriptor_columns
 from unsup3d.vision.projection import superpoint_mean
 
 
@@ -66,6 +67,28 @@ def _features(backbone: torch.nn.Module, batch: dict, device: torch.device) -> T
     return F.normalize(backbone(sparse, batch["inverse"].to(device)), dim=1)
 
 
+def descriptor_scale(weights: Mapping[str, float]) -> Tensor:
+    """Per-column factors of the hand-made descriptors (:mod:`unsup3d.pointdc.geometric`) from group
+    weights (groups not named: 0): what joins them to the network's features in the joint clustering."""
+    scale = torch.zeros(sum(DESCRIPTOR_GROUPS.values()))
+    unknown = set(weights) - set(DESCRIPTOR_GROUPS)
+    if unknown:
+        known = list(DESCRIPTOR_GROUPS)
+        raise ValueError(f"descriptor_weights: unknown groups {sorted(unknown)}; known: {known}")
+    for name, sl in descriptor_columns().items():
+        scale[sl] = float(weights.get(name, 0.0))
+    return scale
+
+
+def _descriptors(batch: dict, scale: Tensor, device: torch.device) -> Tensor:
+    if "descriptor" not in batch:
+        raise KeyError(
+            "SVC's descriptor_weights need the per-point 'descriptor' in batches: give the data module "
+            "descriptors: true"
+        )
+    return batch["descriptor"].to(device).float() * scale.to(device)
+
+
 def _raw_ids(batch: dict) -> Tensor:
     """The stored super-voxel id of each of the batch's consecutive super-voxels."""
     raw = torch.full((batch["num_superpoints"],), -1, dtype=torch.long)
@@ -76,26 +99,48 @@ def _raw_ids(batch: dict) -> Tensor:
 
 @torch.no_grad()
 def superpoint_features(
-    backbone: torch.nn.Module, loader: Iterable[dict], device: torch.device
+    backbone: torch.nn.Module,
+    loader: Iterable[dict],
+    device: torch.device,
+    scale: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """PointDC Eq. 8's ``S_vox(f(P))``: the mean (L2-normalised) point feature of every super-voxel.
 
-    Returns ``(S, D)`` features, the scene of each and its stored super-voxel id; ``S`` may be 0 (a
-    DDP rank without scenes still takes part in the K-means that follows).
+    With ``scale`` (:func:`descriptor_scale`; the teacher-free path, after GrowSP), each super-voxel's
+    feature is the joint ``[S_vox(f) / |S_vox(f)|, S_vox(d) * scale]`` with ``d`` the points' hand-made
+    descriptors. Returns ``(S, D)`` features, the scene of each and its stored super-voxel id; ``S`` may
+    be 0 (a DDP rank without scenes still takes part in the K-means that follows).
     """
     feats, scenes, ids = [], [], []
     for batch in loader:
         f = _features(backbone, batch, device)
         sp = batch["superpoint"].to(device)
         means, counts = superpoint_mean(f, sp, batch["num_superpoints"])
+        if scale is not None:
+            d_means, _ = superpoint_mean(_descriptors(batch, scale, device), sp, batch["num_superpoints"])
+            means = torch.cat([F.normalize(means, dim=1), d_means], dim=1)
         keep = (counts > 0).cpu()
         feats.append(means[keep.to(device)].cpu())
         scenes.append(batch["scene_index"][batch["superpoint_batch"]][keep])
         ids.append(_raw_ids(batch)[keep])
     if not feats:
         none = torch.zeros(0, dtype=torch.long)
-        return torch.zeros(0, int(backbone.out_channels)), none, none
+        dim = int(backbone.out_channels) + (0 if scale is None else len(scale))
+        return torch.zeros(0, dim), none, none
     return torch.cat(feats), torch.cat(scenes), torch.cat(ids)
+
+
+def point_scores(f: Tensor, centroids: Tensor, descriptors: Tensor | None = None) -> Tensor:
+    """PointDC Eq. 9's scores of points against the centroids: ``cos(f, mu)`` (``f`` unit rows).
+
+    With ``descriptors`` (scaled, the joint clustering of the teacher-free path) the score is the
+    negative half squared distance in the joint space ``[f, d]``, up to a per-point constant:
+    ``f . mu_f + d . mu_d - |mu|^2 / 2``."""
+    if descriptors is None:
+        return f @ F.normalize(centroids, dim=1).T
+    dim = f.shape[1]
+    mu_f, mu_d = centroids[:, :dim], centroids[:, dim:]
+    return f @ mu_f.T + descriptors @ mu_d.T - 0.5 * centroids.pow(2).sum(1)
 
 
 @torch.no_grad()
@@ -105,13 +150,16 @@ def point_labels(
     centroids: Tensor,
     device: torch.device,
     superpoint_pooling: bool,
+    scale: Tensor | None = None,
 ) -> dict[int, Tensor]:
-    """PointDC Eq. 9 (and Eq. 10 when ``superpoint_pooling``): per-point pseudo labels of each scene."""
+    """PointDC Eq. 9 (and Eq. 10 when ``superpoint_pooling``): per-point pseudo labels of each scene
+    (in the joint space of :func:`superpoint_features` when ``scale`` is given)."""
     out: dict[int, Tensor] = {}
-    mu = F.normalize(centroids.to(device), dim=1)
+    mu = centroids.to(device).float()
     for batch in loader:
         f = _features(backbone, batch, device)
-        cos = f @ mu.T
+        d = None if scale is None else _descriptors(batch, scale, device)
+        cos = point_scores(f, mu, d)
         if superpoint_pooling:
             # Eq. 10: average the soft assignments (Eq. 9, softmax over cosine) of each super-voxel.
             soft = cos.softmax(dim=1)
@@ -150,21 +198,24 @@ def cluster_pass(
     superpoint_pooling: bool,
     niter: int = 80,
     seed: int = 0,
+    scale: Tensor | None = None,
 ) -> tuple[Tensor, PseudoLabels]:
     """One clustering of the training set; ``loader_fn()`` yields this rank's share of it, unaugmented.
 
-    Returns the ``(num_clusters, D)`` centroids (the same on every rank) and the pseudo labels of all
-    training scenes (gathered from every rank).
+    Spherical K-means of the super-voxel features; with ``scale`` (the teacher-free path's joint
+    features, see :func:`superpoint_features`) Euclidean K-means of the joint features. Returns the
+    ``(num_clusters, D)`` centroids (``D`` the joint width with ``scale``; the same on every rank) and
+    the pseudo labels of all training scenes (gathered from every rank).
     """
     was_training = backbone.training
     backbone.eval()
     try:
-        feats, scenes, ids = superpoint_features(backbone, loader_fn(), device)
-        result = kmeans(feats, num_clusters, niter=niter, spherical=True, seed=seed)
+        feats, scenes, ids = superpoint_features(backbone, loader_fn(), device, scale)
+        result = kmeans(feats, num_clusters, niter=niter, spherical=scale is None, seed=seed)
         by_sp: dict[int, Tensor] = {}
         by_pt: dict[int, Tensor] = {}
         if nonparametric or superpoint_pooling:
-            by_pt = point_labels(backbone, loader_fn(), result.centroids, device, superpoint_pooling)
+            by_pt = point_labels(backbone, loader_fn(), result.centroids, device, superpoint_pooling, scale)
         else:  # basic SVC: every point takes its super-voxel's K-means assignment (Eq. 8)
             for scene in scenes.unique().tolist():
                 rows = scenes == scene

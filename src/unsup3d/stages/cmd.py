@@ -24,6 +24,7 @@ from unsup3d.clustering import distributed as ddp
 from unsup3d.clustering import kmeans
 from unsup3d.metrics import HungarianMIoU
 from unsup3d.models import DistillationHead
+from unsup3d.stages.clustering_pass import descriptor_scale
 from unsup3d.stages.common import default_pointdc_backbone
 from unsup3d.stages.evaluation import log_metric
 from unsup3d.vision.projection import superpoint_mean
@@ -33,7 +34,12 @@ _REPLAY_POINTS = 1 << 22
 
 
 def cmd_loss(
-    pred: Tensor, target: Tensor, seen: Tensor, superpoint: Tensor, num_superpoints: int
+    pred: Tensor,
+    target: Tensor,
+    seen: Tensor,
+    superpoint: Tensor,
+    num_superpoints: int,
+    normalize: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """PointDC Eq. 7 on one batch; returns ``(loss, valid)``.
 
@@ -41,15 +47,18 @@ def cmd_loss(
     ``(P,)``, ``superpoint`` ``(P,)`` batch-unique ids (-1: none, left out). Per super-voxel ``k``:
     ``p_k`` the mean of ``pred`` over its points, ``F_k`` the mean of ``target`` over its seen points
     (Eq. 6); the loss is the mean over super-voxels with a seen point (``valid``) of
-    ``|| p_k / |p_k| - F_k / |F_k| ||^2``. Without any, it is a zero that keeps the graph.
+    ``|| p_k / |p_k| - F_k / |F_k| ||^2`` (``normalize``, the release's variant), or of
+    ``|| p_k - F_k ||^2`` (Eq. 7 as written). Without any, it is a zero that keeps the graph.
     """
     pred_mean, _ = superpoint_mean(pred.float(), superpoint, num_superpoints)
     target_mean, seen_count = superpoint_mean(target.float(), superpoint, num_superpoints, mask=seen)
     valid = seen_count > 0
     if not bool(valid.any()):
         return pred.sum() * 0.0, valid
-    diff = F.normalize(pred_mean[valid], dim=1) - F.normalize(target_mean[valid], dim=1)
-    return diff.pow(2).sum(1).mean(), valid
+    p, t = pred_mean[valid], target_mean[valid]
+    if normalize:
+        p, t = F.normalize(p, dim=1), F.normalize(t, dim=1)
+    return (p - t).pow(2).sum(1).mean(), valid
 
 
 def cluster_units(
@@ -94,6 +103,13 @@ class CMDModule(LightningModule):
         eval_features: what validation clusters: ``"backbone"`` features (what SVC starts from) or
             the ``"head"``'s teacher-space outputs.
         kmeans_iters: Lloyd iterations of the validation K-means.
+        normalize: Eq. 7 between L2-normalised super-voxel means (the release's, for 2D teachers), or
+            ``False``: Eq. 7 as written, the squared distance of the means themselves.
+        target_key / seen_key: the per-point batch keys of the targets and of whether each point has
+            one (None: every point has). The teacher-free recipe distils the hand-made descriptors:
+            ``target_key: descriptor``, ``seen_key: null``, ``normalize: false``.
+        target_weights: group weights of descriptor targets (``unsup3d.pointdc.geometric``), the
+            same as SVC's ``descriptor_weights``; None leaves the targets as they are.
         seed: seed of the validation K-means.
         class_names: names for per-class IoU logs (else the data module's ``class_names``, or ids).
     """
@@ -107,6 +123,10 @@ class CMDModule(LightningModule):
         weight_decay: float = 0.0,
         eval_features: Literal["backbone", "head"] = "backbone",
         kmeans_iters: int = 30,
+        normalize: bool = True,
+        target_key: str = "cmd_target",
+        seen_key: str | None = "cmd_seen",
+        target_weights: dict[str, float] | None = None,
         seed: int = 0,
         class_names: list[str] | None = None,
     ) -> None:
@@ -114,6 +134,7 @@ class CMDModule(LightningModule):
         if eval_features not in ("backbone", "head"):
             raise ValueError(f"CMDModule: eval_features must be 'backbone' or 'head', got {eval_features!r}")
         self.save_hyperparameters(ignore=["backbone"])
+        self.scale = None if not target_weights else descriptor_scale(target_weights)
         self.backbone = backbone if backbone is not None else default_pointdc_backbone()
         self.head: DistillationHead | None = None
         if target_dim is not None:
@@ -127,16 +148,17 @@ class CMDModule(LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         dim = None
         if datamodule is not None and hasattr(datamodule, "scene_dirs"):
-            from unsup3d.data.feature_pass import TARGET_KEY, target_dim
+            from unsup3d.data.feature_pass import target_dim
 
             try:
                 dirs = datamodule.scene_dirs("train")
             except FileNotFoundError:
                 dirs = []
-            dim = target_dim(dirs)
+            key = self.hparams.target_key
+            dim = target_dim(dirs, key)
             if dim is not None and self.head is not None and dim != self.head.out_channels:
                 raise ValueError(
-                    f"{dirs[0].parent}: {TARGET_KEY}.npy holds {dim}-d teacher features, but the model's "
+                    f"{dirs[0].parent}: {key}.npy holds {dim}-d teacher features, but the model's "
                     f"target_dim is {self.head.out_channels}; set model.init_args.target_dim to {dim} "
                     "(or leave it out to read it from the data)"
                 )
@@ -156,18 +178,30 @@ class CMDModule(LightningModule):
         feats = self.backbone(batch["sparse"], batch["inverse"])
         return feats, self.head(feats)
 
+    def _has_targets(self, batch: dict[str, Any]) -> bool:
+        seen = self.hparams.seen_key
+        return self.hparams.target_key in batch and (seen is None or seen in batch)
+
     def _loss(self, batch: dict[str, Any], pred: Tensor) -> tuple[Tensor, Tensor]:
-        if "cmd_target" not in batch or "cmd_seen" not in batch:
+        key, seen_key = self.hparams.target_key, self.hparams.seen_key
+        if not self._has_targets(batch):
             raise KeyError(
-                "CMD batch without cmd_target / cmd_seen: give the data module feature_targets (or "
-                "extra_keys: [cmd_target, cmd_seen] over scenes that hold them)"
+                f"CMD batch without {key} / {seen_key}: give the data module feature_targets (or "
+                f"descriptors for target_key descriptor; or extra_keys over scenes that hold them)"
             )
-        if batch["cmd_target"].shape[1] != pred.shape[1]:
-            raise ValueError(
-                f"cmd_target has {batch['cmd_target'].shape[1]} dims, the head outputs {pred.shape[1]}"
-            )
+        target = batch[key]
+        if target.shape[1] != pred.shape[1]:
+            raise ValueError(f"{key} has {target.shape[1]} dims, the head outputs {pred.shape[1]}")
+        if self.scale is not None:
+            target = target.float() * self.scale.to(target.device)
+        seen = batch[seen_key].bool() if seen_key else torch.ones_like(batch["inverse"], dtype=torch.bool)
         return cmd_loss(
-            pred, batch["cmd_target"], batch["cmd_seen"].bool(), batch["superpoint"], batch["num_superpoints"]
+            pred,
+            target,
+            seen,
+            batch["superpoint"],
+            batch["num_superpoints"],
+            normalize=self.hparams.normalize,
         )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
@@ -186,7 +220,7 @@ class CMDModule(LightningModule):
 
     def _eval_step(self, batch: dict[str, Any], prefix: str) -> dict[str, Tensor]:
         feats, pred = self(batch)
-        if "cmd_target" in batch and "cmd_seen" in batch:
+        if self._has_targets(batch):
             loss, _ = self._loss(batch, pred)
             self.log(f"{prefix}/loss", loss, batch_size=len(batch["scene_index"]), sync_dist=True)
         offset = sum(len(u[0]) for u in self._val_units)

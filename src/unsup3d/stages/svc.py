@@ -20,7 +20,7 @@ from lightning.pytorch import LightningModule
 
 from unsup3d.metrics import HungarianMIoU
 from unsup3d.models import CosineClassifier
-from unsup3d.stages.clustering_pass import PseudoLabels, cluster_pass
+from unsup3d.stages.clustering_pass import PseudoLabels, cluster_pass, descriptor_scale, point_scores
 from unsup3d.stages.common import build_backbone, default_pointdc_backbone, rank_share
 from unsup3d.stages.evaluation import log_metric, merge_clusters, pool_logits
 
@@ -42,6 +42,20 @@ class SVCModule(LightningModule):
         test_superpoint_pooling: pool logits over super-voxels at evaluation (the release does).
         lr / momentum / weight_decay / lr_step / lr_gamma: SGD with StepLR (release: 3e-2, 0.9, 1e-4, 5, 0.8).
         kmeans_iters: Lloyd iterations (release: 80).
+        fixed_normalize: after warm-up, L2-normalise the point features before the fixed classifier
+            (logits ``cos(f, mu) / temperature``). The release does not (``get_fixclassifier``: logits
+            ``|f| cos(f, mu)``), the default; with normalised features and ``temperature`` 1 a 20-way
+            softmax cannot exceed 0.28, so the loss never falls under 1.27.
+        temperature: tau of both classifiers (release: 1).
+        descriptor_weights: the teacher-free path (after GrowSP): Eq. 8 clusters the joint features
+            ``[S_vox(f) / |S_vox(f)|, S_vox(d) * w]`` of the network's features and the points'
+            hand-made descriptors (the data module's ``descriptors``), weighted per group
+            (:data:`unsup3d.pointdc.geometric.DESCRIPTOR_GROUPS`, e.g. ``{color: 0.5, height: 1}``),
+            by Euclidean K-means; Eq. 9 scores points in that space. The classifier takes the network
+            part of the centroids, so evaluation needs only the network. None: Eq. 8 as written.
+        eval_descriptors: with ``descriptor_weights``, evaluate by the joint scores (the scene's own
+            descriptors beside the network's features, against the joint centroids) instead of the
+            classifier; the data module must give the validation scenes descriptors too.
         class_names: names for per-class IoU logs (else the data module's ``class_names``, or ids).
     """
 
@@ -63,6 +77,10 @@ class SVCModule(LightningModule):
         lr_step: int = 5,
         lr_gamma: float = 0.8,
         kmeans_iters: int = 80,
+        fixed_normalize: bool = False,
+        temperature: float = 1.0,
+        descriptor_weights: dict[str, float] | None = None,
+        eval_descriptors: bool = False,
         seed: int = 0,
         class_names: list[str] | None = None,
     ) -> None:
@@ -71,8 +89,10 @@ class SVCModule(LightningModule):
         self.backbone = build_backbone(backbone, init_checkpoint, default_pointdc_backbone)
         self.num_clusters = num_clusters or num_classes
         dim = self.backbone.out_channels
-        self.classifier = CosineClassifier(dim, self.num_clusters, learnable=True)
-        self.register_buffer("centroids", torch.zeros(self.num_clusters, dim))
+        self.classifier = CosineClassifier(dim, self.num_clusters, learnable=True, temperature=temperature)
+        self.scale = None if not descriptor_weights else descriptor_scale(descriptor_weights)
+        joint = dim + (0 if self.scale is None else len(self.scale))
+        self.register_buffer("centroids", torch.zeros(self.num_clusters, joint))
         self.register_buffer("last_cluster_epoch", torch.tensor(-1))
         self.labels = PseudoLabels({}, {})
         self._groups: torch.Tensor | None = None  # cluster -> class group when merging over-clusters
@@ -98,6 +118,7 @@ class SVCModule(LightningModule):
             superpoint_pooling=self.hparams.superpoint_pooling,
             niter=self.hparams.kmeans_iters,
             seed=self.hparams.seed + epoch,
+            scale=self.scale,
         )
         self.centroids.copy_(centroids.to(self.centroids))
         self.labels = labels
@@ -109,8 +130,10 @@ class SVCModule(LightningModule):
         """Learnable during warm-up (or always, without Eq. 9); afterwards fixed to the centroids."""
         fixed = self.hparams.nonparametric and epoch >= self.hparams.warmup_epochs
         if reset or fixed:
-            self.classifier.set_centroids(self.centroids)
+            self.classifier.set_centroids(self.centroids[:, : self.backbone.out_channels])
         self.classifier.weight.requires_grad_(not fixed)
+        # the release's fixed classifier scores unnormalised features (|f| cos); the warm-up's is a cosine
+        self.classifier.normalize_input = not fixed or self.hparams.fixed_normalize
 
     def on_fit_start(self) -> None:
         if self._due(self.current_epoch):
@@ -148,15 +171,26 @@ class SVCModule(LightningModule):
 
     # -- evaluation ----------------------------------------------------------------------------------
 
+    def eval_logits(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Per-point scores at evaluation: the classifier's, or with ``eval_descriptors`` the joint
+        scores of Eq. 9 (network features and the scene's own descriptors against the centroids)."""
+        if self.scale is None or not self.hparams.eval_descriptors:
+            return self(batch)
+        f = F.normalize(self.backbone(batch["sparse"], batch["inverse"]), dim=1)
+        d = batch["descriptor"].float() * self.scale.to(f.device)
+        return point_scores(f, self.centroids.float(), d)
+
     def predict_clusters(self, batch: dict[str, Any]) -> torch.Tensor:
         """Cluster id of every point (super-voxel pooled and merged as configured)."""
-        logits = self(batch)
+        logits = self.eval_logits(batch)
         if self.hparams.test_superpoint_pooling and "superpoint" in batch:
             logits = pool_logits(logits, batch["superpoint"], batch["num_superpoints"])
         pred = logits.argmax(1)
         if self.hparams.merge_clusters and self.num_clusters > self.hparams.num_classes:
             if self._groups is None:  # one K-means of the centroids per evaluation, not per batch
-                self._groups = merge_clusters(self.classifier.weight.detach(), self.hparams.num_classes)
+                # joint centroids (teacher-free path) carry the descriptors too; else the classifier's
+                weights = self.centroids if self.scale is not None else self.classifier.weight.detach()
+                self._groups = merge_clusters(weights, self.hparams.num_classes)
             pred = self._groups.to(pred.device)[pred]
         return pred
 

@@ -1,0 +1,232 @@
+"""PointDC's rows on any labelled scene-folder root (real scans as written by ``unsup3d import``).
+
+    python benchmarks/realscan.py --root ROOT [--seeds 3] [--teacher NAME|PATH] [--json PATH]
+
+``ROOT`` holds ``train/<scene>/`` and ``val/<scene>/`` with ``coord.npy``, ``color.npy`` and
+``segment.npy`` (class ids, -1 unlabelled; labels are read for the metric only). Super-voxels
+(Felzenszwalb-Huttenlocher, on the scans' normals where they have them) and the hand-made
+descriptors are added to the scene folders once. Rows, each Hungarian-matched on the val scenes:
+
+- ``kmeans-handcrafted``: K-means of the hand-made descriptors pooled per super-voxel (the
+  teacher-free recipe's group weights), fitted on the training super-voxels; no network;
+- ``random-clustering``: SVC's clustering (Eq. 8) of an untrained network's features;
+- ``svc-scratch``: SVC (Eq. 8-12) from a random network, no CMD;
+- ``teacher-free``: the teacher-free recipe (``experiments/quickstart/pointdc_geometric_*.yaml``):
+  CMD distilling the hand-made descriptors, then SVC clustering the network's features joined to them;
+- ``teacher`` (with ``--teacher``): CMD from the 2D teacher on views rendered from the clouds, then SVC.
+
+Prints mean (std) mIoU / accuracy (%) over the seeds; ``--json PATH`` writes one object per line per
+row and seed (``row``, ``seed``, ``miou``, ``acc`` as fractions, with the settings and seconds), and
+every row is also appended to ``benchmarks/results/realscan.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._common import write_row  # noqa: E402
+from unsup3d.cli import Unsup3DCLI  # noqa: E402
+from unsup3d.clustering import kmeans  # noqa: E402
+from unsup3d.data.datamodules import SceneFolderDataModule  # noqa: E402
+from unsup3d.data.prepare import load_npy  # noqa: E402
+from unsup3d.metrics import HungarianMIoU  # noqa: E402
+from unsup3d.pointdc.geometric import weight_columns  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+QUICK = REPO / "experiments" / "quickstart"
+ROWS = ("kmeans-handcrafted", "random-clustering", "svc-scratch", "teacher-free", "teacher")
+
+
+def recipe_weights() -> dict[str, float]:
+    """The teacher-free SVC recipe's descriptor group weights (the handcrafted row uses the same)."""
+    import yaml
+
+    cfg = yaml.safe_load((QUICK / "pointdc_geometric_svc.yaml").read_text())
+    return dict(cfg["model"]["init_args"]["descriptor_weights"])
+
+
+def prepare(root: Path, voxel_size: float) -> SceneFolderDataModule:
+    """Super-voxels and descriptors for every scene (cached in the scene folders)."""
+    dm = SceneFolderDataModule(root=str(root), voxel_size=voxel_size, descriptors=True)
+    dm.prepare_data()
+    return dm
+
+
+def count_classes(dm: SceneFolderDataModule) -> int:
+    """One more than the largest class id of the labelled points."""
+    top = -1
+    for split in ("train", "val"):
+        for d in dm.scene_dirs(split):
+            top = max(top, int(load_npy(d / "segment.npy").max()))
+    if top < 0:
+        raise SystemExit(f"{dm.root}: no labelled point in train or val (segment.npy is -1 everywhere)")
+    return top + 1
+
+
+def _pooled(scene_dir: Path, weights: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Each super-voxel's mean weighted descriptor, and each point's super-voxel."""
+    desc = weight_columns(load_npy(scene_dir / "descriptor.npy"), weights).astype(np.float64)
+    sp = load_npy(scene_dir / "superpoint.npy")
+    sp = np.where(sp >= 0, sp, sp.max() + 1)  # points without one form one last unit
+    n = int(sp.max()) + 1
+    count = np.maximum(np.bincount(sp, minlength=n), 1)
+    means = np.stack([np.bincount(sp, desc[:, j], n) for j in range(desc.shape[1])], 1) / count[:, None]
+    return means.astype(np.float32), sp
+
+
+def kmeans_handcrafted(dm: SceneFolderDataModule, num_classes: int, seed: int) -> tuple[float, float]:
+    """K-means of the training super-voxels' descriptors; each val super-voxel takes its nearest centroid."""
+    weights = recipe_weights()
+    train = [_pooled(d, weights)[0] for d in dm.scene_dirs("train")]
+    feats = torch.from_numpy(np.concatenate(train))
+    centroids = kmeans(feats, num_classes, niter=80, seed=seed).centroids
+    metric = HungarianMIoU(num_classes)
+    for d in dm.scene_dirs("val"):
+        means, sp = _pooled(d, weights)
+        assign = torch.cdist(torch.from_numpy(means), centroids).argmin(1)
+        metric.update(assign[torch.from_numpy(sp)], torch.from_numpy(load_npy(d / "segment.npy")))
+    out = metric.compute()
+    return float(out["miou"]), float(out["acc"])
+
+
+def _cli(subcommand: str, config: Path, args: list[str]) -> Unsup3DCLI:
+    print(f"--- unsup3d {subcommand} --config {config.name} {' '.join(args)}", flush=True)
+    return Unsup3DCLI(args=[subcommand, "--config", str(config), *args])
+
+
+def _val(cli: Unsup3DCLI) -> tuple[float, float]:
+    m = cli.trainer.callback_metrics
+    return float(m["val/miou"]), float(m["val/acc"])
+
+
+def _quiet(seed: int, work: Path) -> list[str]:
+    return [
+        "--seed_everything", str(seed), "--trainer.enable_progress_bar", "false",
+        "--trainer.logger", "false", "--trainer.callbacks", "[]",
+        "--trainer.default_root_dir", str(work),  # where LightningCLI saves each run's config.yaml
+    ]  # fmt: skip
+
+
+def _data(root: Path, args: argparse.Namespace, descriptors: bool) -> list[str]:
+    return [
+        "--data", "unsup3d.data.datamodules.SceneFolderDataModule",
+        "--data.init_args.root", str(root),
+        "--data.init_args.voxel_size", str(args.voxel_size),
+        "--data.init_args.batch_size", str(args.batch_size),
+        "--data.init_args.descriptors", "true" if descriptors else "null",
+    ]  # fmt: skip
+
+
+def _svc(args: argparse.Namespace, seed: int, num_classes: int) -> list[str]:
+    return [
+        "--model.init_args.num_classes", str(num_classes), "--model.init_args.seed", str(seed),
+        "--model.init_args.class_names", "null", "--trainer.enable_checkpointing", "false",
+        "--trainer.max_epochs", str(args.svc_epochs),
+        "--trainer.check_val_every_n_epoch", str(args.svc_epochs),
+    ]  # fmt: skip
+
+
+def _cmd(root: Path, args: argparse.Namespace, seed: int, num_classes: int, out: str) -> list[str]:
+    return [
+        *_quiet(seed, args.work), "--model.init_args.num_classes", str(num_classes),
+        "--model.init_args.class_names", "null", "--trainer.max_epochs", str(args.cmd_epochs),
+        "--trainer.check_val_every_n_epoch", str(args.cmd_epochs),
+        "--trainer.callbacks", json.dumps([{
+            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "init_args": {"dirpath": out, "save_last": True, "save_top_k": 0},
+        }]),
+    ]  # fmt: skip
+
+
+def run_row(row: str, root: Path, dm, args: argparse.Namespace, seed: int, k: int) -> tuple[float, float]:
+    """One row for one seed: (mIoU, accuracy) as fractions."""
+    if row == "kmeans-handcrafted":
+        return kmeans_handcrafted(dm, k, seed)
+    scratch = ["--model.init_args.init_checkpoint", "null"]
+    if row == "random-clustering":
+        svc = [*_quiet(seed, args.work), *_data(root, args, False), *_svc(args, seed, k), *scratch]
+        return _val(_cli("validate", QUICK / "pointdc_svc.yaml", svc))
+    if row == "svc-scratch":
+        svc = [*_quiet(seed, args.work), *_data(root, args, False), *_svc(args, seed, k), *scratch]
+        return _val(_cli("fit", QUICK / "pointdc_svc.yaml", svc))
+    out = str(args.work / f"{row}-seed{seed}")
+    if row == "teacher-free":
+        cmd = [*_cmd(root, args, seed, k, out), *_data(root, args, True)]
+        ckpt = _cli(
+            "fit", QUICK / "pointdc_geometric_cmd.yaml", cmd
+        ).trainer.checkpoint_callback.last_model_path
+        svc = [*_quiet(seed, args.work), *_data(root, args, True), *_svc(args, seed, k)]
+        svc += ["--model.init_args.init_checkpoint", ckpt]
+        return _val(_cli("fit", QUICK / "pointdc_geometric_svc.yaml", svc))
+    if row == "teacher":
+        targets = {"teacher": args.teacher, "allow_random_teacher": False, "views": "render"}
+        cmd = [*_cmd(root, args, seed, k, out), *_data(root, args, False)]
+        cmd += ["--data.init_args.feature_targets", json.dumps(targets)]
+        ckpt = _cli("fit", QUICK / "pointdc_cmd.yaml", cmd).trainer.checkpoint_callback.last_model_path
+        svc = [*_quiet(seed, args.work), *_data(root, args, False), *_svc(args, seed, k)]
+        svc += ["--model.init_args.init_checkpoint", ckpt]
+        return _val(_cli("fit", QUICK / "pointdc_svc.yaml", svc))
+    raise ValueError(f"unknown row {row!r}")
+
+
+def main(argv: list[str] | None = None) -> dict[str, list[tuple[float, float]]]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--root", type=Path, required=True, help="scene folders: ROOT/{train,val}/<scene>/")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument(
+        "--teacher", default=None, help="a 2D teacher's name or local folder: adds the teacher row"
+    )
+    p.add_argument("--json", type=Path, default=None, help="write one JSON object per row and seed here")
+    p.add_argument("--rows", nargs="+", default=None, choices=ROWS, help="only these rows")
+    p.add_argument("--num-classes", type=int, default=None, help="default: largest class id + 1")
+    p.add_argument("--voxel-size", type=float, default=0.05)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--cmd-epochs", type=int, default=30)
+    p.add_argument("--svc-epochs", type=int, default=20)
+    p.add_argument("--work", type=Path, default=Path("outputs/benchmarks/realscan"), help="checkpoints")
+    args = p.parse_args(argv)
+    rows = args.rows or [r for r in ROWS if r != "teacher" or args.teacher]
+    if "teacher" in rows and not args.teacher:
+        p.error("the teacher row needs --teacher NAME|PATH")
+    dm = prepare(args.root, args.voxel_size)
+    k = args.num_classes or count_classes(dm)
+    n_train, n_val = len(dm.scene_dirs("train")), len(dm.scene_dirs("val"))
+    print(f"{args.root}: {n_train} train, {n_val} val scenes, {k} classes")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text("")
+    results: dict[str, list[tuple[float, float]]] = {r: [] for r in rows}
+    for seed in range(args.seeds):
+        for row in rows:
+            t0 = time.perf_counter()
+            miou, acc = run_row(row, args.root, dm, args, seed, k)
+            results[row].append((miou, acc))
+            record = {
+                "row": row, "seed": seed, "miou": miou, "acc": acc, "seconds": time.perf_counter() - t0,
+                "root": str(args.root), "num_classes": k,
+                "teacher": args.teacher if row == "teacher" else None,
+                "cmd_epochs": args.cmd_epochs, "svc_epochs": args.svc_epochs, "voxel_size": args.voxel_size,
+            }  # fmt: skip
+            write_row("realscan", record)
+            if args.json:
+                with args.json.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+    print(f"\nPointDC on {args.root}, mean (std) of {args.seeds} seeds, Hungarian-matched on val, %")
+    print(f"{'':22s} {'mIoU':>14s} {'Acc':>14s}")
+    for row in rows:
+        miou, acc = (np.array(results[row]) * 100).T
+        print(f"{row:22s} {miou.mean():6.2f} ({miou.std():4.2f}) {acc.mean():6.2f} ({acc.std():4.2f})")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Hand-made point descriptors for the teacher-free path: what a scan says about itself.
+
+For scans with no images and no reachable 2D model (S3DIS as released, a user's own scans, offline
+machines), PointDC's distillation targets and clustering features can come from the 3D data itself,
+as GrowSP (Zhang et al., CVPR 2023) does with colour and PFH. :func:`point_descriptors` gives every
+point a fixed-length vector, each column scaled to about ``[0, 1]`` by a fixed range (no dataset
+statistics, so a scene's descriptor does not depend on the others), in named groups:
+
+- ``color``: RGB / 255 (3);
+- ``normal``: verticality ``|n_z|`` of the PCA normal (1): floors and table tops 1, walls 0;
+- ``shape``: linearity, planarity and scattering of the ``k``-neighbourhood's covariance
+  eigenvalues ``l1 >= l2 >= l3`` (Demantke et al. 2011): ``(l1-l2)/l1``, ``(l2-l3)/l1``, ``l3/l1`` (3);
+- ``height``: height above the floor (the scene's 1st percentile of z), over 3 m, clipped (1);
+- ``context``: in the vertical column of ``column`` metres around the point, the top of what stands
+  there and the point's height under it (both over 3 m), and the horizontal distance to the scene's
+  outline (its 2D convex hull) over 2 m, clipped (3): walls stand on the outline, furniture inside it;
+- ``segment`` (with super-voxels): each super-voxel's vertical extent, horizontal extent (both over
+  2 m) and size (log10 of its points over 4) (3): a wall's segments are tall and wide, a cup's small.
+
+Real scans are assumed to have z up (ScanNet, S3DIS, Matterport and most indoor scanners do), metres.
+Group weights (``weights``) trade the groups off against each other for K-means.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from scipy.spatial import ConvexHull, QhullError
+
+from unsup3d.data.knn import check_points, knn_table
+
+__all__ = ["DESCRIPTOR_GROUPS", "descriptor_columns", "floor_height", "point_descriptors", "weight_columns"]
+
+#: descriptor groups and their column counts, in column order
+DESCRIPTOR_GROUPS: dict[str, int] = {
+    "color": 3,
+    "normal": 1,
+    "shape": 3,
+    "height": 1,
+    "context": 3,
+    "segment": 3,
+}
+_ROOM_HEIGHT = 3.0  # metres: heights are divided by it
+_OUTLINE_RANGE = 2.0  # metres: distances to the outline are divided by it
+_SEGMENT_RANGE = 2.0  # metres: super-voxel extents are divided by it
+
+
+def descriptor_columns(groups: tuple[str, ...] | None = None) -> dict[str, slice]:
+    """Column range of each group in :func:`point_descriptors`' output (all groups, or ``groups``)."""
+    out, start = {}, 0
+    for name, n in DESCRIPTOR_GROUPS.items():
+        if groups is None or name in groups:
+            out[name] = slice(start, start + n)
+            start += n
+    return out
+
+
+def floor_height(coord: np.ndarray) -> float:
+    """The floor's height: the 1st percentile of z (robust to a few points under the floor)."""
+    return float(np.percentile(coord[:, 2], 1.0))
+
+
+def _eigen_features(coord: np.ndarray, nbr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Linearity, planarity, scattering ``(N, 3)`` and the verticality ``|n_z|`` ``(N,)`` of each
+    neighbourhood's covariance (eigenvalues descending; the normal is the last eigenvector)."""
+    shape = np.empty((len(coord), 3), dtype=np.float32)
+    vert = np.empty(len(coord), dtype=np.float32)
+    pts32 = coord.astype(np.float32)
+    for start in range(0, len(coord), 1 << 15):
+        stop = min(start + (1 << 15), len(coord))
+        pts = pts32[nbr[start:stop]]
+        pts -= pts.mean(axis=1, keepdims=True)
+        cov = (pts.transpose(0, 2, 1) @ pts).astype(np.float64) / nbr.shape[1]
+        lam, vec = np.linalg.eigh(cov)  # ascending
+        lam = np.clip(lam[:, ::-1], 0.0, None)
+        l1 = np.where(lam[:, 0] > 0, lam[:, 0], 1.0)
+        shape[start:stop, 0] = (lam[:, 0] - lam[:, 1]) / l1
+        shape[start:stop, 1] = (lam[:, 1] - lam[:, 2]) / l1
+        shape[start:stop, 2] = lam[:, 2] / l1
+        vert[start:stop] = np.abs(vec[:, 2, 0])
+    return shape, vert
+
+
+def _column_context(coord: np.ndarray, height: np.ndarray, column: float) -> tuple[np.ndarray, np.ndarray]:
+    """The top of each point's vertical column (cells of ``column`` metres, the 3x3 cells around it)
+    and the point's depth under that top, both in metres above the floor."""
+    cell = np.floor(coord[:, :2] / column).astype(np.int64)
+    cell -= cell.min(0)
+    w, h = int(cell[:, 0].max()) + 3, int(cell[:, 1].max()) + 3
+    top = np.zeros((w, h), dtype=np.float32)
+    np.maximum.at(top, (cell[:, 0] + 1, cell[:, 1] + 1), height)
+    # the 3x3 maximum, so a point at a cell's edge sees what stands just beside it
+    padded = np.stack([np.roll(np.roll(top, dx, 0), dy, 1) for dx in (-1, 0, 1) for dy in (-1, 0, 1)])
+    top3 = padded.max(0)[cell[:, 0] + 1, cell[:, 1] + 1]
+    return top3, top3 - height
+
+
+def _outline_distance(xy: np.ndarray) -> np.ndarray:
+    """Horizontal distance of each point to the boundary of the scene's 2D convex hull (0 outside)."""
+    try:
+        hull = ConvexHull(xy)
+    except (QhullError, ValueError):  # a degenerate (flat, tiny) scene has no outline
+        return np.zeros(len(xy), dtype=np.float32)
+    # each facet: n . x + d <= 0 inside, n a unit vector; the distance to the outline is the smallest -
+    eq = hull.equations
+    inside = -(xy @ eq[:, :2].T + eq[:, 2])
+    return np.clip(inside.min(axis=1), 0.0, None).astype(np.float32)
+
+
+def _segment_features(coord: np.ndarray, superpoint: np.ndarray) -> np.ndarray:
+    """Per point: its super-voxel's vertical extent, horizontal extent (metres) and log10 size."""
+    out = np.zeros((len(coord), 3), dtype=np.float32)
+    valid = superpoint >= 0
+    if not valid.any():
+        return out
+    sp = superpoint[valid]
+    pts = coord[valid].astype(np.float64)
+    n = int(sp.max()) + 1
+    count = np.bincount(sp, minlength=n).astype(np.float64)
+    zmin = np.full(n, np.inf)
+    zmax = np.full(n, -np.inf)
+    np.minimum.at(zmin, sp, pts[:, 2])
+    np.maximum.at(zmax, sp, pts[:, 2])
+    # horizontal extent: twice the standard deviation along the main horizontal axis
+    c = np.maximum(count, 1.0)
+    mx, my = np.bincount(sp, pts[:, 0], n) / c, np.bincount(sp, pts[:, 1], n) / c
+    dx, dy = pts[:, 0] - mx[sp], pts[:, 1] - my[sp]
+    sxx, syy, sxy = (np.bincount(sp, v, n) / c for v in (dx * dx, dy * dy, dx * dy))
+    main = (sxx + syy) / 2 + np.sqrt(((sxx - syy) / 2) ** 2 + sxy**2)
+    out[valid, 0] = (zmax - zmin)[sp]
+    out[valid, 1] = 2.0 * np.sqrt(main)[sp]
+    out[valid, 2] = np.log10(count)[sp]
+    return out
+
+
+def point_descriptors(
+    coord: np.ndarray,
+    color: np.ndarray | None = None,
+    superpoint: np.ndarray | None = None,
+    *,
+    k: int = 16,
+    column: float = 0.3,
+    workers: int = 1,
+) -> np.ndarray:
+    """Hand-made descriptor of every point, float32 ``(N, 14)``; columns as :data:`DESCRIPTOR_GROUPS`
+    (see the module docstring). ``color`` uint8 ``(N, 3)`` (None: mid-grey); ``superpoint`` int64
+    ``(N,)`` (-1 none; None: the ``segment`` group is zero); ``k`` neighbours for the local shape;
+    ``column`` the cell side (metres) of the vertical-column context."""
+    xyz = check_points(coord, "point_descriptors").astype(np.float64)
+    n = len(xyz)
+    out = np.zeros((n, sum(DESCRIPTOR_GROUPS.values())), dtype=np.float32)
+    cols = descriptor_columns()
+    if n == 0:
+        return out
+    out[:, cols["color"]] = 0.5 if color is None else np.asarray(color, dtype=np.float32) / 255.0
+    if n >= 3:
+        nbr = knn_table(xyz, min(max(3, k), n), workers=workers)
+        shape, vert = _eigen_features(xyz, nbr)
+        out[:, cols["normal"]] = vert[:, None]
+        out[:, cols["shape"]] = shape
+    height = np.clip(xyz[:, 2] - floor_height(xyz), 0.0, None).astype(np.float32)
+    out[:, cols["height"]] = np.minimum(height / _ROOM_HEIGHT, 1.0)[:, None]
+    top, under = _column_context(xyz, height, column)
+    ctx = cols["context"]
+    out[:, ctx.start] = np.minimum(top / _ROOM_HEIGHT, 1.0)
+    out[:, ctx.start + 1] = np.minimum(under / _ROOM_HEIGHT, 1.0)
+    out[:, ctx.start + 2] = np.minimum(_outline_distance(xyz[:, :2]) / _OUTLINE_RANGE, 1.0)
+    if superpoint is not None:
+        seg = _segment_features(xyz, np.asarray(superpoint, dtype=np.int64))
+        seg[:, :2] = np.minimum(seg[:, :2] / _SEGMENT_RANGE, 1.0)
+        seg[:, 2] = np.minimum(seg[:, 2] / 4.0, 1.0)
+        out[:, cols["segment"]] = seg
+    return out
+
+
+def weight_columns(descriptors: np.ndarray, weights: Mapping[str, float]) -> np.ndarray:
+    """The descriptors with each group's columns multiplied by its weight (groups not named: 0)."""
+    out = np.zeros_like(descriptors)
+    for name, sl in descriptor_columns().items():
+        w = float(weights.get(name, 0.0))
+        if w:
+            out[:, sl] = descriptors[:, sl] * w
+    return out

@@ -1,0 +1,143 @@
+"""Hand-made descriptors (the teacher-free path) against brute-force references on known shapes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from unsup3d.pointdc.geometric import (
+    DESCRIPTOR_GROUPS,
+    descriptor_columns,
+    floor_height,
+    point_descriptors,
+    weight_columns,
+)
+
+COLS = descriptor_columns()
+
+
+def _grid(nx: int, ny: int, step: float) -> np.ndarray:
+    x, y = np.meshgrid(np.arange(nx) * step, np.arange(ny) * step, indexing="ij")
+    return np.stack([x.ravel(), y.ravel()], 1)
+
+
+def _room(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A 4 x 4 m floor (z = 0), a wall along x = 0 (2.5 m high) and a 1 x 1 m table top at z = 0.75."""
+    floor = np.c_[_grid(40, 40, 0.1), np.zeros(1600)]
+    yz = _grid(40, 25, 0.1)
+    wall = np.c_[np.zeros(1000), yz]
+    table = np.c_[_grid(10, 10, 0.1) + 1.5, np.full(100, 0.75)]
+    coord = np.concatenate([floor, wall, table]) + rng.normal(scale=1e-3, size=(2700, 3))
+    part = np.repeat([0, 1, 2], [1600, 1000, 100])
+    return coord.astype(np.float32), part
+
+
+def test_columns_cover_every_group_once() -> None:
+    assert sum(DESCRIPTOR_GROUPS.values()) == 14
+    taken = np.zeros(14, dtype=int)
+    for sl in COLS.values():
+        taken[sl] += 1
+    assert (taken == 1).all()
+
+
+def test_verticality_height_and_floor() -> None:
+    coord, part = _room(np.random.default_rng(0))
+    d = point_descriptors(coord)
+    vert = d[:, COLS["normal"]][:, 0]
+    inner = (coord[:, 1] > 0.3) & (coord[:, 1] < 3.6)  # away from the wall's edges
+    assert vert[(part == 0) & (coord[:, 0] > 0.3) & inner].min() > 0.95  # floor: horizontal
+    assert vert[(part == 1) & (coord[:, 2] > 0.3) & inner].max() < 0.05  # wall: vertical
+    assert abs(floor_height(coord)) < 0.01
+    height = d[:, COLS["height"]][:, 0] * 3.0
+    np.testing.assert_allclose(height[part == 2], 0.75, atol=0.02)
+    assert d.dtype == np.float32 and d.shape == (len(coord), 14)
+    assert d.min() >= 0.0 and d.max() <= 1.0
+
+
+def _eigen_loop(coord: np.ndarray, i: int, k: int) -> np.ndarray:
+    nbr = np.argsort(((coord - coord[i]) ** 2).sum(1))[:k]
+    pts = coord[nbr] - coord[nbr].mean(0)
+    lam = np.sort(np.linalg.eigvalsh(pts.T @ pts / k))[::-1]
+    return np.array([(lam[0] - lam[1]) / lam[0], (lam[1] - lam[2]) / lam[0], lam[2] / lam[0]])
+
+
+def test_shape_features_against_a_brute_force_neighbourhood() -> None:
+    rng = np.random.default_rng(1)
+    line = np.c_[np.linspace(0, 2, 200), rng.normal(scale=1e-3, size=(200, 2))]
+    plane = np.c_[_grid(20, 20, 0.1), rng.normal(scale=1e-3, size=400)] + [3, 0, 0]
+    ball = rng.normal(scale=0.05, size=(300, 3)) + [6, 0, 1]
+    coord = np.concatenate([line, plane, ball]).astype(np.float32)
+    d = point_descriptors(coord, k=16)
+    shape = d[:, COLS["shape"]]
+    for i in rng.choice(len(coord), 40, replace=False):
+        np.testing.assert_allclose(shape[i], _eigen_loop(coord.astype(np.float64), i, 16), atol=1e-3)
+    assert shape[20:180, 0].mean() > 0.95  # linearity of the line
+    inner = (plane[:, 0] > 3.3) & (plane[:, 0] < 4.6) & (plane[:, 1] > 0.3) & (plane[:, 1] < 1.6)
+    flat = shape[200:600][inner]
+    assert flat[:, 1].mean() > 0.6 and flat[:, 1].mean() > flat[:, 0].mean()  # planar, not linear
+    assert flat[:, 2].max() < 0.01  # and flat
+    assert shape[600:, 2].mean() > 0.2  # scattering of the ball
+
+
+def test_column_context_against_a_loop() -> None:
+    coord, part = _room(np.random.default_rng(2))
+    d = point_descriptors(coord, column=0.3)
+    ctx = d[:, COLS["context"]]
+    z = coord[:, 2] - floor_height(coord)
+    z = np.clip(z, 0, None)
+    cell = np.floor(coord[:, :2] / 0.3).astype(int)
+    for i in np.random.default_rng(3).choice(len(coord), 60, replace=False):
+        near = (np.abs(cell - cell[i]) <= 1).all(1)
+        top = z[near].max()
+        assert ctx[i, 0] == pytest.approx(min(top / 3.0, 1.0), abs=1e-5)
+        assert ctx[i, 1] == pytest.approx(min((top - z[i]) / 3.0, 1.0), abs=1e-5)
+    under_table = (part == 0) & (np.abs(coord[:, 0] - 1.95) < 0.3) & (np.abs(coord[:, 1] - 1.95) < 0.3)
+    np.testing.assert_allclose(ctx[under_table, 0] * 3, 0.75, atol=0.02)
+
+
+def test_outline_distance_is_the_distance_to_the_convex_hull() -> None:
+    rng = np.random.default_rng(4)
+    xy = rng.uniform(0, 4, (2000, 2))
+    xy[:4] = [[0, 0], [0, 4], [4, 0], [4, 4]]
+    coord = np.c_[xy, rng.uniform(0, 2, 2000)].astype(np.float32)
+    d = point_descriptors(coord)
+    expect = np.minimum.reduce([xy[:, 0], 4 - xy[:, 0], xy[:, 1], 4 - xy[:, 1]]) / 2.0
+    np.testing.assert_allclose(d[:, COLS["context"].start + 2], np.minimum(expect, 1.0), atol=1e-4)
+
+
+def test_segment_features_against_a_loop() -> None:
+    coord, part = _room(np.random.default_rng(5))
+    sp = part.copy()
+    sp[:10] = -1
+    d = point_descriptors(coord, superpoint=sp)
+    seg = d[:, COLS["segment"]]
+    assert (seg[:10] == 0).all()
+    for s in range(3):
+        pts = coord[sp == s].astype(np.float64)
+        xy = pts[:, :2] - pts[:, :2].mean(0)
+        main = np.linalg.eigvalsh(xy.T @ xy / len(xy)).max()
+        expect = [
+            min((pts[:, 2].max() - pts[:, 2].min()) / 2.0, 1.0),
+            min(2 * np.sqrt(main) / 2.0, 1.0),
+            min(np.log10(len(pts)) / 4.0, 1.0),
+        ]
+        np.testing.assert_allclose(seg[sp == s], np.tile(expect, ((sp == s).sum(), 1)), atol=1e-4)
+
+
+def test_color_and_weights() -> None:
+    coord, _ = _room(np.random.default_rng(6))
+    color = np.random.default_rng(7).integers(0, 256, (len(coord), 3)).astype(np.uint8)
+    d = point_descriptors(coord, color)
+    np.testing.assert_allclose(d[:, COLS["color"]], color / 255.0, atol=1e-6)
+    np.testing.assert_allclose(point_descriptors(coord)[:, COLS["color"]], 0.5)
+    w = weight_columns(d, {"color": 0.5, "height": 2.0})
+    np.testing.assert_allclose(w[:, COLS["color"]], d[:, COLS["color"]] * 0.5)
+    np.testing.assert_allclose(w[:, COLS["height"]], d[:, COLS["height"]] * 2.0)
+    assert (w[:, COLS["shape"]] == 0).all()
+
+
+def test_degenerate_scenes() -> None:
+    assert point_descriptors(np.zeros((0, 3), np.float32)).shape == (0, 14)
+    flat = np.c_[np.linspace(0, 1, 5), np.zeros(5), np.zeros(5)].astype(np.float32)  # a line: no hull
+    d = point_descriptors(flat)
+    assert np.isfinite(d).all()
