@@ -3,16 +3,24 @@
 Rows (each the mean of ``--seeds`` seeds, Hungarian-matched on the validation rooms):
 
 1. random clustering: K-means (Eq. 8) on the features of an untrained backbone;
-2. CMD: K-means on the features distilled from the 2D teacher (Eq. 7);
-3. + basic SVC: training on super-voxel K-means labels under augmentation (Eq. 8, 12),
+2. multi-view clustering: K-means of the lifted 2D features themselves, no 3D network (Eq. 3-6):
+   each super-voxel's mean ``cmd_target`` over its seen points, spherical K-means (K = the classes,
+   seeded) of the training super-voxels, each validation super-voxel in its nearest centroid (cosine).
+   A validation super-voxel no view saw has no feature: its points count as unmatched (wrong for
+   every class), so the row also reports ``seen_points`` (the fraction of labelled validation points
+   in super-voxels with a seen point) and ``miou_seen`` / ``acc_seen`` (the metric over those alone);
+3. CMD: K-means on the features distilled from the 2D teacher (Eq. 7);
+4. + basic SVC: training on super-voxel K-means labels under augmentation (Eq. 8, 12),
    learnable classifier;
-4. + non-parametric classifier (Eq. 9);
-5. + super-voxel pooling (Eq. 10): the full method.
+5. + non-parametric classifier (Eq. 9);
+6. + super-voxel pooling (Eq. 10): the full method.
 
 Runs the quickstart recipes (``experiments/quickstart/pointdc_{cmd,svc}.yaml``) through the CLI with
 ``--seed_everything`` per seed, CMD trained for 80 epochs instead of the quickstart's 20 (flags set both
-stages' epochs). Prints the table and appends one JSON row per
-configuration and seed (with the teacher and the epochs) to benchmarks/results/pointdc_ablation.jsonl.
+stages' epochs); the feature pass lifts targets onto the validation rooms too (for row 2). Prints the
+table, appends one JSON row per configuration and seed (with the teacher and the epochs) to
+benchmarks/results/pointdc_ablation.jsonl, and with ``--json PATH`` writes the same rows, one object a
+line (``row``, ``seed``, ``miou``, ``acc`` as fractions, plus the settings), to PATH.
 
 The 2D teacher (``--teacher``):
 
@@ -20,13 +28,14 @@ The 2D teacher (``--teacher``):
   tiny RANDOM ViT the recipe allows (whose targets carry colour and texture, no semantics);
 - a Hugging Face name or a local folder (e.g. a downloaded ``facebook/dino-vits8``): that teacher,
   no random fallback; the paper's comparison;
-- ``oracle``: a DIAGNOSTIC, not the method: the lifted targets are replaced by noisy embeddings of
-  the ground-truth classes (``benchmarks/_oracle_teacher.py``), which shows what the 3D side
-  (distillation, clustering, SVC) makes of a teacher that does carry the classes.
+- ``oracle``: a DIAGNOSTIC, not the method: the lifted targets of the training and validation rooms
+  are replaced by noisy embeddings of the ground-truth classes (``benchmarks/_oracle_teacher.py``),
+  which shows what the 3D side (distillation, clustering, SVC) makes of a teacher that does carry the
+  classes (and row 2, what K-means makes of those targets where the views saw the points).
 
 Each teacher prepares its data under its own root (``data/benchmarks/pointdc_ablation/<teacher>``).
 
-    python benchmarks/pointdc_ablation.py --seeds 3
+    python benchmarks/pointdc_ablation.py --seeds 3 --json results.jsonl
     python benchmarks/pointdc_ablation.py --seeds 3 --teacher ./dino-vits8
     python benchmarks/pointdc_ablation.py --seeds 3 --teacher oracle
 """
@@ -34,18 +43,25 @@ Each teacher prepares its data under its own root (``data/benchmarks/pointdc_abl
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import write_row  # noqa: E402
 from benchmarks._oracle_teacher import write_oracle_targets  # noqa: E402
 from unsup3d.cli import Unsup3DCLI, preprocess  # noqa: E402
+from unsup3d.clustering import kmeans  # noqa: E402
+from unsup3d.data.feature_pass import SEEN_KEY, TARGET_KEY  # noqa: E402
+from unsup3d.metrics import HungarianMIoU  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 QUICK = REPO / "experiments" / "quickstart"
@@ -55,8 +71,13 @@ QUICK = REPO / "experiments" / "quickstart"
 #: and 27.3 % after 80, seed 0)
 CMD_EPOCHS = 80
 
+MULTI_VIEW = "multi-view clustering"
+#: the feature pass lifts targets onto the validation rooms too: the multi-view row clusters them
+TARGET_SPLITS = ["--data.init_args.feature_targets.splits", "[train, val]"]
+
 ROWS = [
     ("random clustering", None),
+    (MULTI_VIEW, None),
     ("CMD", None),
     ("+ basic SVC", {"nonparametric": "false", "superpoint_pooling": "false"}),
     ("+ non-parametric classifier", {"nonparametric": "true", "superpoint_pooling": "false"}),
@@ -76,22 +97,112 @@ def _val(cli: Unsup3DCLI) -> tuple[float, float]:
 
 def teacher_args(teacher: str, data_root: Path) -> tuple[list[str], list[str]]:
     """Arguments for (CMD, SVC) that put the runs of ``teacher`` on ``data_root`` and, for a named
-    teacher, make the feature pass use it with no random fallback."""
+    teacher, make the feature pass use it with no random fallback. CMD's feature pass lifts targets
+    onto the training and validation rooms (the multi-view row clusters the validation rooms' too)."""
     common = ["--data.init_args.data_root", str(data_root)]
     if teacher in ("recipe", "oracle"):
-        return common, common
+        return [*common, *TARGET_SPLITS], common
     named = [
         "--data.init_args.feature_targets.teacher", teacher,
         "--data.init_args.feature_targets.allow_random_teacher", "false",
     ]  # fmt: skip
-    return [*common, *named], common
+    return [*common, *named, *TARGET_SPLITS], common
 
 
 def prepare_oracle(cmd_args: list[str]) -> None:
-    """Run the CMD recipe's preparation (scenes, feature pass), then write oracle targets over it."""
+    """Run the CMD recipe's preparation (scenes, feature pass over training and validation rooms), then
+    write oracle targets over it (training rooms first, so theirs are those of a training-only run)."""
     dm = preprocess(["--config", str(QUICK / "pointdc_cmd.yaml"), *cmd_args])
-    n = write_oracle_targets(dm.scene_dirs("train"), num_classes=len(dm.class_names))
-    print(f"oracle targets written over {n} training scenes (a diagnostic, not the method)", flush=True)
+    dirs = [*dm.scene_dirs("train"), *dm.scene_dirs("val")]
+    n = write_oracle_targets(dirs, num_classes=len(dm.class_names))
+    print(f"oracle targets written over {n} training and validation scenes (a diagnostic, not the method)",
+          flush=True)  # fmt: skip
+
+
+# -- Table 4's second row: K-means of the lifted 2D features, no 3D network ---------------------------
+
+
+def unit_features(
+    target: np.ndarray, seen: np.ndarray, superpoint: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """PointDC Eq. 6's second half over a scene: the mean of the lifted targets over the seen points of
+    each unit, a unit being a super-voxel (a point with none, ``-1``, is a unit of its own). Returns the
+    ``(U, D)`` float32 means (zeros where no point is seen), whether each unit has a seen point, and each
+    point's unit."""
+    unit = np.asarray(superpoint, dtype=np.int64).copy()
+    alone = unit < 0
+    unit[alone] = (unit.max(initial=-1) + 1) + np.arange(int(alone.sum()))
+    _, unit = np.unique(unit, return_inverse=True)
+    unit = unit.reshape(-1)
+    num = int(unit.max(initial=-1)) + 1
+    seen = np.asarray(seen, dtype=bool)
+    t = torch.from_numpy(np.asarray(target, dtype=np.float32)[seen])
+    u = torch.from_numpy(unit[seen])
+    sums = torch.zeros(num, t.shape[1]).index_add_(0, u, t)
+    counts = torch.bincount(u, minlength=num)
+    return sums / counts.clamp_min(1)[:, None].float(), counts > 0, unit
+
+
+def _load(scene_dir: Path, name: str) -> np.ndarray:
+    return np.load(scene_dir / f"{name}.npy", allow_pickle=False)
+
+
+def unseen_unmatched(seen_result: dict, unseen_counts: torch.Tensor) -> tuple[float, float]:
+    """mIoU and accuracy when points no view saw count as unmatched: ``seen_result`` is
+    ``HungarianMIoU.compute()`` over the seen points (its matching is that of all points, since unseen
+    points are in no cluster), ``unseen_counts`` ``(C,)`` the unseen points of each class, each a false
+    negative of its class (the metric's rule for points of unmatched clusters)."""
+    confusion = seen_result["confusion"].detach().cpu().double()
+    assignment = seen_result["assignment"].cpu()
+    matched = torch.nonzero(assignment >= 0).flatten()
+    classes = assignment[matched]
+    tp = torch.zeros(confusion.shape[1], dtype=torch.float64)
+    predicted = torch.zeros_like(tp)
+    tp[classes] = confusion[matched, classes]
+    predicted[classes] = confusion[matched].sum(1)
+    actual = confusion.sum(0) + unseen_counts.double()
+    union = actual + predicted - tp
+    present = union > 0
+    return float((tp[present] / union[present]).mean()), float(tp.sum() / actual.sum())
+
+
+def multiview_clustering(
+    train_dirs: Sequence[Path], val_dirs: Sequence[Path], num_classes: int, *, niter: int, seed: int
+) -> dict[str, float]:
+    """Table 4's *multi-view clustering*: spherical K-means (``num_classes`` clusters, ``seed``) of the
+    training rooms' units with a seen point (:func:`unit_features`); each validation unit with a seen
+    point takes its nearest centroid by cosine, and its labelled points enter the Hungarian metric;
+    units no view saw count as unmatched (:func:`unseen_unmatched`). Returns ``miou`` / ``acc`` (all
+    labelled validation points), ``miou_seen`` / ``acc_seen`` (the seen units' points alone) and
+    ``seen_points`` (their fraction)."""
+    feats = []
+    for d in train_dirs:
+        means, has, _ = unit_features(_load(d, TARGET_KEY), _load(d, SEEN_KEY), _load(d, "superpoint"))
+        feats.append(means[has])
+    centroids = kmeans(torch.cat(feats), num_classes, niter=niter, spherical=True, seed=seed).centroids
+    centroids = F.normalize(centroids.float(), dim=1)
+    metric = HungarianMIoU(num_classes)
+    unseen = torch.zeros(num_classes, dtype=torch.int64)
+    for d in val_dirs:
+        means, has, unit = unit_features(_load(d, TARGET_KEY), _load(d, SEEN_KEY), _load(d, "superpoint"))
+        cluster = (F.normalize(means, dim=1) @ centroids.T).argmax(1)
+        segment = torch.from_numpy(_load(d, "segment").astype(np.int64))
+        unit_t = torch.from_numpy(unit)
+        point_seen = has[unit_t]
+        metric.update(cluster[unit_t[point_seen]], segment[point_seen])
+        labelled = segment[~point_seen]
+        labelled = labelled[(labelled >= 0) & (labelled < num_classes)]
+        unseen += torch.bincount(labelled, minlength=num_classes)
+    seen_result = metric.compute()
+    miou, acc = unseen_unmatched(seen_result, unseen)
+    seen_points = float(seen_result["confusion"].sum())
+    return {
+        "miou": miou,
+        "acc": acc,
+        "miou_seen": float(seen_result["miou"]),
+        "acc_seen": float(seen_result["acc"]),
+        "seen_points": seen_points / (seen_points + float(unseen.sum())),
+    }
 
 
 def main() -> None:
@@ -108,7 +219,11 @@ def main() -> None:
     p.add_argument(
         "--data-root", type=Path, default=None, help="default: data/benchmarks/pointdc_ablation/<teacher>"
     )
+    p.add_argument("--json", type=Path, default=None, help="write one JSON object per row and seed here")
     args = p.parse_args()
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text("")
     tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(args.teacher).name or args.teacher)
     data_root = args.data_root or Path("data/benchmarks/pointdc_ablation") / tag
     cmd_teacher, svc_teacher = teacher_args(args.teacher, data_root)
@@ -116,6 +231,7 @@ def main() -> None:
         prepare_oracle(cmd_teacher)
 
     results: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in ROWS}
+    extras: dict[str, dict] = {}  # the multi-view row's coverage, per seed
     for seed in range(args.seeds):
         common = ["--seed_everything", str(seed), "--trainer.enable_progress_bar", "false"]
         cmd_args = [*common, "--trainer.logger", "false", *cmd_teacher]
@@ -132,24 +248,39 @@ def main() -> None:
         results["random clustering"].append(_val(random_row))
         cmd = _run("fit", QUICK / "pointdc_cmd.yaml", cmd_args)
         ckpt = cmd.trainer.checkpoint_callback.last_model_path
+        svc_hp = random_row.model.hparams  # K and the K-means iterations of the SVC recipe's evaluation
+        mv = multiview_clustering(
+            cmd.datamodule.scene_dirs("train"), cmd.datamodule.scene_dirs("val"), svc_hp.num_classes,
+            niter=svc_hp.kmeans_iters, seed=seed,
+        )  # fmt: skip
+        results[MULTI_VIEW].append((mv.pop("miou"), mv.pop("acc")))
+        extras[MULTI_VIEW] = {**mv, "unseen_superpoints": "unmatched"}
         with_cmd = [*svc_common, "--model.init_args.init_checkpoint", ckpt]
         results["CMD"].append(_val(_run("validate", QUICK / "pointdc_svc.yaml", with_cmd)))
-        for name, switches in ROWS[2:]:
+        for name, switches in ROWS[3:]:  # the SVC rows
             extra = [a for k, v in switches.items() for a in (f"--model.init_args.{k}", v)]
             results[name].append(_val(_run("fit", QUICK / "pointdc_svc.yaml", [*with_cmd, *extra])))
         del cmd
         for name, _ in ROWS:
             miou, acc = results[name][-1]
-            write_row("pointdc_ablation", {"row": name, "seed": seed, "miou": miou, "acc": acc,
-                                           "teacher": args.teacher, "cmd_epochs": args.cmd_epochs,
-                                           "svc_epochs": args.svc_epochs,
-                                           "seconds_all_rows": time.perf_counter() - t0})  # fmt: skip
+            row = {"row": name, "seed": seed, "miou": miou, "acc": acc, "teacher": args.teacher,
+                   "cmd_epochs": args.cmd_epochs, "svc_epochs": args.svc_epochs,
+                   "seconds_all_rows": time.perf_counter() - t0, **extras.get(name, {})}  # fmt: skip
+            write_row("pointdc_ablation", row)
+            if args.json:
+                with args.json.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
 
     print(f"\nPointDC Table 4, synthetic rooms, teacher {args.teacher}, mean (std) of {args.seeds} seeds, %")
     print(f"{'':32s} {'mIoU':>14s} {'Acc':>14s}")
     for name, _ in ROWS:
         miou, acc = (np.array(results[name]) * 100).T
         print(f"{name:32s} {miou.mean():6.2f} ({miou.std():4.2f}) {acc.mean():6.2f} ({acc.std():4.2f})")
+    if MULTI_VIEW in extras:
+        e = extras[MULTI_VIEW]
+        print(f"{MULTI_VIEW}: points of super-voxels no view saw count as unmatched; the views saw "
+              f"{100 * e['seen_points']:.1f} % of the labelled validation points, on which it scores "
+              f"{100 * e['miou_seen']:.2f} mIoU / {100 * e['acc_seen']:.2f} Acc (last seed)")  # fmt: skip
 
 
 if __name__ == "__main__":
