@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from tests.callbacks.wandb_env import isolate_wandb
+from unsup3d import quickstart
 from unsup3d.callbacks import OfflineRun, find_offline_runs, read_offline_run
 from unsup3d.data.formats.scannet_labels import SCANNET20_CLASS_NAMES
 from unsup3d.quickstart import format_metrics, main
@@ -72,6 +73,8 @@ def _check_run(save_dir: Path, lr_key: str, root: Path) -> OfflineRun:
 def test_quickstart_runs_cmd_then_svc_and_reports(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
+    """Without the 2D teacher's weights (as on CI) the quickstart runs the teacher-free path."""
+    monkeypatch.setattr(quickstart, "teacher_available", lambda name: False)
     isolate_wandb(monkeypatch, tmp_path / "wandb_home")
     monkeypatch.chdir(tmp_path)  # data/ and outputs/ land here; the recipes come from the checkout
     monkeypatch.setattr(sys, "argv", ["quickstart"])
@@ -83,14 +86,38 @@ def test_quickstart_runs_cmd_then_svc_and_reports(
     ]
     metrics = main(small)
     assert 0 <= float(metrics["val/miou"]) <= 1 and 0 <= float(metrics["val/acc"]) <= 1
-    assert (tmp_path / "outputs" / "quickstart" / "cmd" / "checkpoints" / "last.ckpt").is_file()
+    outputs = tmp_path / "outputs" / "quickstart"
+    assert (outputs / "geometric_cmd" / "checkpoints" / "last.ckpt").is_file()
     out = capsys.readouterr().out
-    assert "PointDC quickstart" in out and "mIoU" in out
+    assert "PointDC quickstart (teacher-free)" in out and "mIoU" in out
+    assert "facebook/dino-vits8 are not on this machine" in out
+    (scene,) = [p for p in tmp_path.glob("data/quickstart/synthetic_rooms-*/val/*") if p.is_dir()]
+    assert np.load(scene / "descriptor.npy").shape == (len(np.load(scene / "coord.npy")), 14)
 
     # each stage is its own offline W&B run with losses, lr, metrics, IoU table, confusion and clouds
-    _check_run(tmp_path / "outputs" / "quickstart" / "cmd", "lr-Adam", tmp_path)
-    svc = _check_run(tmp_path / "outputs" / "quickstart" / "svc", "lr-SGD", tmp_path)
+    _check_run(outputs / "geometric_cmd", "lr-Adam", tmp_path)
+    svc = _check_run(outputs / "geometric_svc", "lr-SGD", tmp_path)
     assert svc.scalars("val/miou") == [pytest.approx(float(metrics["val/miou"]))]
+
+
+def test_quickstart_picks_the_2d_teacher_only_where_its_weights_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = quickstart.experiments_dir()
+    asked = []
+    monkeypatch.setattr(quickstart, "teacher_available", lambda name: asked.append(name) or True)
+    cmd, svc, why = quickstart.pointdc_recipes(root)
+    assert (cmd.name, svc.name) == ("pointdc_cmd.yaml", "pointdc_svc.yaml") and asked == [
+        "facebook/dino-vits8"
+    ]
+    monkeypatch.setattr(quickstart, "teacher_available", lambda name: False)
+    cmd, svc, why = quickstart.pointdc_recipes(root)
+    assert (cmd.name, svc.name) == ("pointdc_geometric_cmd.yaml", "pointdc_geometric_svc.yaml")
+    assert why.startswith("teacher-free")
+    cmd, svc, why = quickstart.pointdc_recipes(root, "random-teacher")
+    assert cmd.name == "pointdc_cmd.yaml" and "random" in why
+
+
+def test_teacher_available_is_false_without_weights(tmp_path: Path) -> None:
+    assert not quickstart.teacher_available(str(tmp_path / "no-such-teacher"))
 
 
 def test_format_metrics_lists_classes() -> None:

@@ -2,11 +2,17 @@
 
     python -m unsup3d.quickstart
 
-generates the rooms (ScanNet's raw layout), runs Cross-Modal Distillation
-(``experiments/quickstart/pointdc_cmd.yaml``), then Super-Voxel Clustering from its checkpoint
-(``experiments/quickstart/pointdc_svc.yaml``), and prints the final Hungarian-matched mIoU,
-accuracy and per-class IoU on the validation rooms. Extra arguments go to every run, e.g.
-``--trainer.max_epochs 2``.
+generates the rooms (ScanNet's raw layout), runs Cross-Modal Distillation, then Super-Voxel
+Clustering from its checkpoint, and prints the final Hungarian-matched mIoU, accuracy and per-class
+IoU on the validation rooms. Extra arguments go to every run, e.g. ``--trainer.max_epochs 2``.
+
+Which distillation: where the recipe's 2D teacher (DINO ViT-S/8) is on this machine (a local folder
+or the Hugging Face cache), CMD distils it (``experiments/quickstart/pointdc_{cmd,svc}.yaml``);
+where it is not, the quickstart says so and runs PointDC's teacher-free path instead
+(``experiments/quickstart/pointdc_geometric_{cmd,svc}.yaml``: hand-made descriptors distilled, then
+clustered with the network's features), so that its number means something.
+``python -m unsup3d.quickstart random-teacher`` forces the 2D recipes with a RANDOM ViT where the
+weights are missing (a smoke test of the 2D path: its targets carry no semantics).
 
     python -m unsup3d.quickstart stssl
 
@@ -66,18 +72,59 @@ def stssl(extra: Sequence[str]) -> dict:
     return metrics
 
 
+def recipe_teacher(config: Path) -> str:
+    """The 2D teacher a CMD recipe names (``data.init_args.feature_targets.teacher``)."""
+    import yaml
+
+    cfg = yaml.safe_load(config.read_text())
+    return str(cfg["data"]["init_args"]["feature_targets"]["teacher"])
+
+
+def teacher_available(name: str) -> bool:
+    """Whether the pretrained weights of the 2D teacher ``name`` load on this machine, without network."""
+    from unsup3d.vision.teacher import TeacherWeightsNotFoundError, ViTTeacher
+
+    try:
+        ViTTeacher.from_pretrained(name)
+    except TeacherWeightsNotFoundError:
+        return False
+    return True
+
+
+def pointdc_recipes(root: Path, mode: str = "auto") -> tuple[Path, Path, str]:
+    """The (CMD, SVC) recipes the quickstart runs and why: the 2D ones where the teacher's weights are
+    here (or ``mode`` is ``random-teacher``), else the teacher-free ones."""
+    teacher = recipe_teacher(root / "pointdc_cmd.yaml")
+    if mode == "random-teacher":
+        return (
+            root / "pointdc_cmd.yaml",
+            root / "pointdc_svc.yaml",
+            f"2D teacher {teacher} (random if missing)",
+        )
+    if teacher_available(teacher):
+        return root / "pointdc_cmd.yaml", root / "pointdc_svc.yaml", f"2D teacher {teacher}"
+    why = (
+        f"teacher-free: the weights of the 2D teacher {teacher} are not on this machine, so CMD distils "
+        "hand-made descriptors instead (see the README, 'Teacher-free PointDC')"
+    )
+    return root / "pointdc_geometric_cmd.yaml", root / "pointdc_geometric_svc.yaml", why
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run CMD then SVC (or, with ``stssl`` first, STSSL's chain); print and return the final metrics."""
     extra = list(sys.argv[1:] if argv is None else argv)
     if extra[:1] == ["stssl"]:
         return stssl(extra[1:])
-    root = experiments_dir()
-    cmd = _fit(root / "pointdc_cmd.yaml", extra)
-    svc = _fit(
-        root / "pointdc_svc.yaml", ["--model.init_args.init_checkpoint", _last_checkpoint(cmd), *extra]
-    )
+    mode = "auto"
+    if extra[:1] == ["random-teacher"]:
+        mode, extra = "random-teacher", extra[1:]
+    cmd_recipe, svc_recipe, why = pointdc_recipes(experiments_dir(), mode)
+    print(f"PointDC quickstart: {why}", flush=True)
+    cmd = _fit(cmd_recipe, extra)
+    svc = _fit(svc_recipe, ["--model.init_args.init_checkpoint", _last_checkpoint(cmd), *extra])
     metrics = {k: v for k, v in svc.trainer.callback_metrics.items() if k.startswith("val/")}
-    print("\nPointDC quickstart: Hungarian-matched results on the synthetic validation rooms (%)")
+    path = why.split(":")[0]
+    print(f"\nPointDC quickstart ({path}): Hungarian-matched results on the synthetic validation rooms (%)")
     print(format_metrics(metrics))
     return metrics
 
