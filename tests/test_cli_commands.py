@@ -161,9 +161,28 @@ def test_evaluate_prints_the_numbers_of_trainer_validate(workdir: Path, svc_run,
     assert f"SVCModule {ckpt} on test" in capsys.readouterr().out
 
 
+def test_a_checkpoint_evaluates_from_the_recipe_alone(workdir: Path, svc_run, monkeypatch, capsys) -> None:
+    """The width-0.25 checkpoint carries its backbone's class and arguments (plain data, loaded with
+    weights_only=True): the recipe's half-width backbone is replaced by the trained one."""
+    monkeypatch.chdir(workdir)
+    ckpt, config = workdir / "ckpt" / "last.ckpt", svc_run
+    saved = torch.load(ckpt, weights_only=True)
+    spec = saved["unsup3d_backbone"]
+    assert spec["class_path"] == "unsup3d.models.res16unet.Res16UNet"
+    assert spec["init_args"]["width"] == 0.25 and spec["init_args"]["in_channels"] == 6
+    recipe_alone = [a for a in config if "width" not in a]  # the recipe's half-width backbone
+    with pytest.warns(UserWarning, match="building its own backbone"):
+        alone = evaluate([*recipe_alone, "--ckpt_path", str(ckpt)])
+    assert alone == evaluate([*config, "--ckpt_path", str(ckpt)])
+    assert {"val/miou", "val/acc"} <= set(alone)
+
+
 def test_evaluate_names_a_checkpoint_that_does_not_fit(workdir: Path, svc_run, monkeypatch, capsys) -> None:
     monkeypatch.chdir(workdir)
     ckpt, config = workdir / "ckpt" / "last.ckpt", svc_run
+    old = torch.load(ckpt, weights_only=True)  # a checkpoint from before backbones were recorded
+    del old["unsup3d_backbone"]
+    torch.save(old, ckpt := workdir / "old.ckpt")
     wider = [a for a in config if "width" not in a]  # the recipe's half-width backbone: not the trained one
     with pytest.raises(SystemExit) as exc:
         main(["evaluate", *wider, "--ckpt_path", str(ckpt)])

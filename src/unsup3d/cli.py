@@ -30,6 +30,7 @@ import torch
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_warn
 
 #: what each command does, for ``unsup3d --help``
 COMMANDS = {
@@ -280,6 +281,23 @@ class Unsup3DCLI(LightningCLI):
         init_args = model.get("init_args") if isinstance(model, Namespace) else None
         if ckpt and Path(str(ckpt)).is_file() and init_args is not None and init_args.get("init_checkpoint"):
             init_args.init_checkpoint = None
+        # The checkpoint's backbone (class and arguments, stored by BackboneSpec) replaces the recipe's,
+        # so a model trained with e.g. width 0.25 loads without the user repeating it.
+        if ckpt and Path(str(ckpt)).is_file():
+            from unsup3d.callbacks.backbone_spec import use_checkpoint_backbone
+
+            if spec := use_checkpoint_backbone(model, str(ckpt)):
+                rank_zero_warn(f"{ckpt}: building its own backbone {spec['class_path']}({spec['init_args']})")
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The recipe's trainer, with :class:`~unsup3d.callbacks.backbone_spec.BackboneSpec` added so
+        that every checkpoint records its backbone."""
+        from unsup3d.callbacks.backbone_spec import BackboneSpec
+
+        trainer = super().instantiate_trainer(**kwargs)
+        if not any(isinstance(c, BackboneSpec) for c in trainer.callbacks):
+            trainer.callbacks.append(BackboneSpec())
+        return trainer
 
 
 class _DataOnlyCLI(Unsup3DCLI):

@@ -41,6 +41,8 @@ class MinkUNet(nn.Module):
         cs = [int(width * c) for c in channels]
         if min(cs) <= 0:
             raise ValueError(f"MinkUNet: width {width} leaves a stage with no channels: {cs}")
+        # the constructor's arguments, as plain data: checkpoints rebuild the backbone from them
+        self.init_args = {"in_channels": in_channels, "width": width, "channels": list(channels)}
         self.in_channels = in_channels
         self.channels = tuple(cs)
         self.out_channels = cs[8]

@@ -73,6 +73,12 @@ class Res16UNet(nn.Module):
         inplanes = int(width * init_dim)
         if inplanes <= 0 or min(widths) <= 0:
             raise ValueError(f"Res16UNet: width {width} leaves a level with no channels")
+        # the constructor's arguments, as plain data: checkpoints rebuild the backbone from them
+        self.init_args = {
+            "in_channels": in_channels, "out_channels": out_channels, "planes": list(planes),
+            "init_dim": init_dim, "layers": list(layers), "stem_kernel_size": stem_kernel_size,
+            "width": width, "bn_momentum": bn_momentum,
+        }  # fmt: skip
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.planes = tuple(widths)
