@@ -239,8 +239,9 @@ def main() -> None:
         svc_common = [*common, "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
                       "--trainer.callbacks", "[]", "--model.init_args.seed", str(seed),
                       *svc_teacher]  # fmt: skip
-        if args.svc_epochs is not None:
-            svc_common += ["--trainer.max_epochs", str(args.svc_epochs)]
+        if args.svc_epochs is not None:  # validated once, after the last epoch (the rows' numbers)
+            svc_common += ["--trainer.max_epochs", str(args.svc_epochs),
+                           "--trainer.check_val_every_n_epoch", str(args.svc_epochs)]  # fmt: skip
         t0 = time.perf_counter()
         random_row = _run(
             "validate", QUICK / "pointdc_svc.yaml", [*svc_common, "--model.init_args.init_checkpoint", "null"]
