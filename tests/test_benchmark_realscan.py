@@ -1,0 +1,63 @@
+"""benchmarks/realscan.py and its input: rows on tiny scene folders, JSON fields, scan-like rooms."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks import realscan
+from benchmarks.rooms_as_scene_folders import scan_like, write_rooms
+
+
+@pytest.fixture(scope="module")
+def rooms(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_rooms(tmp_path_factory.mktemp("rooms") / "scenes", train=2, val=1, scan_like_rooms=True)
+
+
+def test_scan_like_rooms_are_degraded_and_deterministic() -> None:
+    rng = np.random.default_rng(0)
+    n = 5000
+    scene = {
+        "coord": np.c_[rng.uniform(0, 4, (n, 2)), rng.uniform(0, 2.5, n)].astype(np.float32),
+        "color": rng.integers(0, 256, (n, 3)).astype(np.uint8),
+        "segment": rng.integers(0, 20, n),
+    }
+    a = scan_like(scene, np.random.default_rng([1, 2]))
+    b = scan_like(scene, np.random.default_rng([1, 2]))
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    assert len(a["coord"]) != n and (a["segment"] == -1).any() and (a["segment"] == 19).any()
+    assert len(a["coord"]) == len(a["color"]) == len(a["segment"])
+
+
+def test_written_rooms_are_scene_folders(rooms: Path) -> None:
+    for split, count in (("train", 2), ("val", 1)):
+        dirs = sorted((rooms / split).iterdir())
+        assert len(dirs) == count
+        assert {p.name for p in dirs[0].iterdir()} == {"coord.npy", "color.npy", "segment.npy"}
+
+
+def test_handcrafted_row_and_json(rooms: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    import benchmarks._common
+
+    monkeypatch.setattr(benchmarks._common, "RESULTS", tmp_path / "results")  # not the repository's
+    out = tmp_path / "rows.jsonl"
+    results = realscan.main(
+        ["--root", str(rooms), "--seeds", "2", "--rows", "kmeans-handcrafted", "--json", str(out)]
+    )
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["row"], r["seed"]) for r in rows] == [("kmeans-handcrafted", 0), ("kmeans-handcrafted", 1)]
+    for r, (miou, acc) in zip(rows, results["kmeans-handcrafted"]):
+        assert r["miou"] == miou and r["acc"] == acc and 0 < miou <= acc <= 1
+    assert "kmeans-handcrafted" in capsys.readouterr().out
+    # the descriptors and super-voxels were added to the scene folders once
+    scene = next((rooms / "val").iterdir())
+    assert np.load(scene / "descriptor.npy").shape == (len(np.load(scene / "coord.npy")), 14)
+
+
+def test_teacher_row_needs_a_teacher(rooms: Path) -> None:
+    with pytest.raises(SystemExit):
+        realscan.main(["--root", str(rooms), "--rows", "teacher"])
