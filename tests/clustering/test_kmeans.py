@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import faiss
 import numpy as np
 import pytest
@@ -10,7 +12,8 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 
 from tests._dist import run_distributed
-from unsup3d.clustering import KMeansResult, faiss_has_gpu, kmeans
+from unsup3d.clustering import KMeansResult, kmeans
+from unsup3d.clustering.lloyd import assign, block_rows, block_runner, cpu_workers, lloyd, update
 
 
 def _blobs(std: float, n: int = 3000, centers: int = 6, dim: int = 8, seed: int = 0) -> torch.Tensor:
@@ -154,8 +157,6 @@ def test_gpu_input_gives_gpu_output():
     gpu = kmeans(x.cuda(), 6, niter=30, nredo=2)
     assert gpu.centroids.is_cuda and gpu.assignments.is_cuda
     assert gpu.inertia == pytest.approx(cpu.inertia, rel=0.02)
-    if not faiss_has_gpu():
-        pytest.skip("faiss has no GPU support here: the CUDA input ran on CPU faiss")
 
 
 def _cluster_my_rows(rank: int, world_size: int, x: torch.Tensor, split: int) -> dict:
@@ -217,3 +218,61 @@ def test_order_keys_make_the_result_independent_of_row_order():
         kmeans(x, 4, order=torch.arange(3))
     with pytest.raises(ValueError, match="order must be a 1-D integer tensor"):
         kmeans(x, 4, order=torch.zeros(400))
+
+
+@pytest.mark.parametrize("spherical", [False, True])
+def test_thread_count_does_not_change_the_result(spherical):
+    # 30,000 rows are eight blocks: with 2 threads they go to the pool, with 1 they run in order.
+    x = _directions(n=30_000, k=7, dim=16, seed=3)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = kmeans(x, 7, niter=25, seed=2, spherical=spherical)
+        torch.set_num_threads(2)
+        assert cpu_workers(4) == min(2, len(os.sched_getaffinity(0)))  # the pool path, where 2 cores
+        two = kmeans(x, 7, niter=25, seed=2, spherical=spherical)
+        assert torch.get_num_threads() == 2  # restored after the pool ran torch on one thread
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one.centroids, two.centroids) and torch.equal(one.assignments, two.assignments)
+    assert one.inertia == two.inertia
+
+
+def _numpy_lloyd(x: np.ndarray, start: np.ndarray, niter: int) -> tuple[np.ndarray, np.ndarray]:
+    c = start.astype(np.float64)
+    for _ in range(niter):
+        a = ((x[:, None, :] - c[None]) ** 2).sum(-1).argmin(1)
+        c = np.stack([x[a == j].mean(0) for j in range(len(c))])
+    return c, ((x[:, None, :] - c[None]) ** 2).sum(-1).argmin(1)
+
+
+def test_lloyd_follows_a_numpy_lloyd_from_the_same_start():
+    x = _blobs(2.0, n=20_000, centers=5, dim=6)
+    start = x[:5].clone()
+    fit = lloyd(x, start, niter=4, spherical=False)
+    c, a = _numpy_lloyd(x.numpy().astype(np.float64), start.numpy(), 4)
+    assert fit.iterations == 4
+    np.testing.assert_allclose(fit.centroids.numpy(), c, atol=1e-4, rtol=0)
+    np.testing.assert_array_equal(fit.assignment.labels.numpy(), a)
+
+
+def test_early_stop_is_a_fixed_point():
+    x = _blobs(1.0, n=10_000, centers=4, dim=5)
+    fit = lloyd(x, x[:4].clone(), niter=500, spherical=False)
+    assert 1 <= fit.iterations < 500
+    with block_runner(len(x), block_rows(len(x), 4, x.device), x.device) as run:
+        again = assign(x, fit.centroids, spherical=False, with_sums=True, run=run)
+    assert torch.equal(again.labels, fit.assignment.labels)
+    assert torch.equal(update(x, fit.centroids, again, spherical=False), fit.centroids)
+
+
+def test_an_empty_cluster_takes_the_farthest_row():
+    x = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0], [10.0, 10.0], [11.0, 10.0]])
+    start = torch.tensor([[0.0, 0.0], [10.0, 10.0], [100.0, 100.0]])  # the third one wins no row
+    with block_runner(len(x), 8192, x.device) as run:
+        a = assign(x, start, spherical=False, with_sums=True, run=run)
+    assert a.counts.tolist() == [3, 2, 0]
+    moved = update(x, start, a, spherical=False)
+    torch.testing.assert_close(moved[2], x[2])  # [0, 3] is 3 from its centroid, every other row <= 1
+    torch.testing.assert_close(moved[0], (x[0] + x[1]) / 2)  # and it left its old cluster
+    torch.testing.assert_close(moved[1], (x[3] + x[4]) / 2)

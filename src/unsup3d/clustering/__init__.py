@@ -1,5 +1,5 @@
-"""Dataset-wide K-means on faiss (GPU when there is one), the same on 1 or N processes."""
+"""Dataset-wide K-means (torch, CUDA where the input is), the same on 1 or N processes and threads."""
 
-from unsup3d.clustering.kmeans import KMeansResult, faiss_has_gpu, kmeans
+from unsup3d.clustering.kmeans import KMeansResult, kmeans
 
-__all__ = ["KMeansResult", "faiss_has_gpu", "kmeans"]
+__all__ = ["KMeansResult", "kmeans"]

@@ -1,28 +1,37 @@
-"""Dataset-wide K-means on faiss (PointDC Eq. 8): every point used, GPU where there is one, DDP-aware.
+"""Dataset-wide K-means (PointDC Eq. 8): every point used, CUDA where the input is, DDP-aware.
 
 PointDC clusters the L2-normalised super-voxel features of the whole training set with faiss (80
 iterations, inner-product index, K = number of classes); ``kmeans(x, k, spherical=True)`` is that step.
-faiss trains on a random subset of ``max_points_per_centroid * k`` rows (256 * k by default) without a
-word; here that cap is lifted to the number of rows, so every point shapes the centroids.
+The Lloyd iterations are torch's (:mod:`unsup3d.clustering.lloyd`), not faiss's:
+
+- faiss trains on a random subset of ``max_points_per_centroid * k`` rows (256 * k by default)
+  without a word; here every row shapes the centroids.
+- faiss's OpenMP threads collapse on a shared CPU: with one of two cores busy, 200k x 64 rows into 20
+  clusters ran 3.2x slower per iteration than scikit-learn, up to 15x to convergence. Blocks of rows
+  handed to a thread pool keep pace with scikit-learn there (``benchmarks/kmeans.py --busy``).
+- on CUDA, torch needs no GPU build of faiss.
+
+faiss 1.15, for the record, does not run all ``niter`` iterations either: it stops as soon as an
+iteration's objective equals the previous one's (``early_stop_threshold`` 0). Here an iteration whose
+assignment equals the previous one ends the run, which changes no result: the centroids are then a
+fixed point.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Iterator
 from typing import NamedTuple
 
-import faiss
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
 from unsup3d.clustering import distributed as ddp
+from unsup3d.clustering.lloyd import BlockRun, block_rows, block_runner, lloyd
 
-# Rows per block when recomputing the objective, so a 1M x 128 input needs no second 512 MB copy.
-_INERTIA_BLOCK = 65536
+log = logging.getLogger(__name__)
 
 
 class KMeansResult(NamedTuple):
@@ -41,11 +50,6 @@ class KMeansResult(NamedTuple):
     inertia: float
 
 
-def faiss_has_gpu() -> bool:
-    """True when the installed faiss was built with GPU support and sees a GPU."""
-    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
-
-
 def kmeans(
     x: Tensor,
     k: int,
@@ -58,21 +62,25 @@ def kmeans(
     distributed: bool | None = None,
     order: Tensor | None = None,
 ) -> KMeansResult:
-    """Lloyd's K-means of the rows of ``x`` with faiss (PointDC Eq. 8 when ``spherical=True``).
+    """Lloyd's K-means of the rows of ``x`` (PointDC Eq. 8 when ``spherical=True``).
 
     Args:
-        x: ``(n, d)`` floating-point tensor, finite; cast to float32 for faiss.
+        x: ``(n, d)`` floating-point tensor, finite; clustered in float32.
         k: number of clusters, ``1 <= k <= n`` (n over all ranks under DDP).
-        niter: Lloyd iterations (faiss runs all of them; there is no early stop).
+        niter: at most this many Lloyd iterations (assign every row to its nearest centroid, move each
+            centroid to the mean of its rows). The run stops earlier once an iteration assigns every
+            row as the one before and leaves no cluster empty: the centroids are then a fixed point
+            and further iterations would change nothing. A cluster left empty takes the row farthest
+            from its centroid (scikit-learn's rule).
         spherical: cosine K-means. Rows are L2-normalised (a zero row stays zero), centroids are kept
             on the unit sphere, and points go to the centroid of largest inner product.
         nredo: restarts from different initialisations; the one of lowest inertia is kept.
-        seed: seed of the initialisation (restart r of k-means++ uses ``seed + r``); the same seed,
-            input and device give the same result bit for bit (on CPU, also with 1 or 2 threads).
-        init: ``"k-means++"`` (default; D^2 seeding, computed on ``x``'s device, then faiss's Lloyd
-            iterations) or ``"random"``: faiss's own initialisation from k random rows, which is what
-            PointDC's release ran. Random starts often leave two centroids in one well-separated
-            group and none in another; k-means++ rarely does.
+        seed: seed of the initialisation (restart r uses ``seed + r``); the same seed, input and
+            device give the same result bit for bit, on the CPU with any number of threads.
+        init: ``"k-means++"`` (default; greedy D^2 seeding, scikit-learn's variant) or ``"random"``:
+            k distinct rows drawn at random, faiss's initialisation, which is what PointDC's release
+            ran. Random starts often leave two centroids in one well-separated group and none in
+            another; k-means++ rarely does.
         distributed: cluster the rows of all processes together. None (default) does so whenever
             ``torch.distributed`` is initialised with more than one process; then every rank must call
             :func:`kmeans` with the same arguments. Pass False to cluster each rank's rows on their own
@@ -87,8 +95,10 @@ def kmeans(
     there, and the centroids and global inertia broadcast; each rank gets the assignments of its own
     rows. The result equals that of one process on the concatenated rows exactly.
 
-    Runs on GPU faiss when ``x`` is on CUDA and :func:`faiss_has_gpu`, else on CPU faiss; outputs are
-    on ``x``'s device either way.
+    Runs on ``x``'s device. On the CPU, blocks of 4096 rows go to a pool of
+    ``min(torch.get_num_threads(), usable cores)`` threads while torch runs single-threaded inside the
+    call (its thread count is restored after), so a core taken by another program slows the run by
+    its share of the cores, not by a whole barrier per operation.
     """
     _check_params(k, niter, nredo, seed)
     if init not in ("k-means++", "random"):
@@ -153,32 +163,19 @@ def _unpermute(assignments: Tensor, perm: Tensor) -> Tensor:
     return out
 
 
-def _flat_index(d: int, spherical: bool, device: torch.device) -> tuple[faiss.Index, object | None]:
-    """Exact index for faiss's assignment step; GPU when the data is on CUDA and faiss can use it."""
-    if device.type == "cuda" and faiss_has_gpu():
-        resources = faiss.StandardGpuResources()
-        config = faiss.GpuIndexFlatConfig()
-        config.device = device.index if device.index is not None else torch.cuda.current_device()
-        cls = faiss.GpuIndexFlatIP if spherical else faiss.GpuIndexFlatL2
-        # The resources object must outlive the index, so it is handed back with it.
-        return cls(resources, d, config), resources
-    return (faiss.IndexFlatIP(d) if spherical else faiss.IndexFlatL2(d)), None
-
-
-def _inertia(x: Tensor, centroids: Tensor, assignments: Tensor, spherical: bool) -> float:
+def _inertia(x: Tensor, centroids: Tensor, assignments: Tensor, spherical: bool, run: BlockRun) -> float:
     """The K-means objective at (centroids, assignments): float32 terms, float64 row sums and total."""
-    total = torch.zeros((), dtype=torch.float64, device=x.device)
-    for start in range(0, x.shape[0], _INERTIA_BLOCK):
-        xb = x[start : start + _INERTIA_BLOCK]
-        cb = centroids[assignments[start : start + _INERTIA_BLOCK]]
+
+    def block_total(start: int, stop: int) -> Tensor:
+        xb, cb = x[start:stop], centroids[assignments[start:stop]]
         if spherical:
-            total += (1.0 - (xb * cb).sum(dim=1, dtype=torch.float64)).sum()
-        else:
-            total += ((xb - cb) ** 2).sum(dim=1, dtype=torch.float64).sum()
-    return float(total)
+            return (1.0 - (xb * cb).sum(dim=1, dtype=torch.float64)).sum()
+        return ((xb - cb) ** 2).sum(dim=1, dtype=torch.float64).sum()
+
+    return float(sum(run(block_total), torch.zeros((), dtype=torch.float64, device=x.device)))
 
 
-def _kmeans_plus_plus(x: Tensor, k: int, seed: int) -> Tensor:
+def _kmeans_plus_plus(x: Tensor, k: int, seed: int, run: BlockRun) -> Tensor:
     """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007; scikit-learn's variant): each new centre
     is the best, by the resulting objective, of ``2 + log k`` rows drawn with probability proportional
     to their squared distance to the nearest centre so far. ``x`` float32, returns ``(k, d)``."""
@@ -187,89 +184,65 @@ def _kmeans_plus_plus(x: Tensor, k: int, seed: int) -> Tensor:
     trials = 2 + int(math.log(k))
     sq_norms = (x * x).sum(dim=1)
 
-    def sq_dist(idx: Tensor) -> Tensor:
-        # ||x - c||^2 by expansion: one (n, d) x (d, m) product, no (n, m, d) temporary.
-        return (sq_norms[:, None] - 2.0 * (x @ x[idx].T) + sq_norms[idx][None]).clamp_min_(0.0)
+    def nearest_with(idx: Tensor, nearest: Tensor | None) -> Tensor:
+        """``(n, len(idx))``: each row's squared distance to its nearest centre once ``idx`` joins."""
+        centres, centre_norms = x[idx], sq_norms[idx][None]
+
+        def block(start: int, stop: int) -> Tensor:
+            # ||x - c||^2 by expansion: one (rows, d) x (d, m) product, no (rows, m, d) temporary.
+            xb = x[start:stop]
+            d2 = (sq_norms[start:stop, None] - 2.0 * (xb @ centres.T) + centre_norms).clamp_min_(0.0)
+            return d2 if nearest is None else torch.minimum(nearest[start:stop, None], d2)
+
+        return torch.cat(run(block))
 
     chosen = torch.randint(n, (1,), generator=generator, device=x.device)
-    nearest = sq_dist(chosen)[:, 0]
+    nearest = nearest_with(chosen, None)[:, 0]
     for _ in range(1, k):
         # Inverse-CDF draws (torch.multinomial caps the category count at 2**24).
         cdf = torch.cumsum(nearest.to(torch.float64), dim=0)
         u = torch.rand((trials,), dtype=torch.float64, generator=generator, device=x.device)
         if float(cdf[-1]) > 0.0:
             candidates = torch.searchsorted(cdf, u * cdf[-1]).clamp_max_(n - 1)
-        else:  # fewer distinct rows than k: any row will do, faiss splits the duplicates later
+        else:  # fewer distinct rows than k: any row will do, Lloyd's empty-cluster rule sorts it out
             candidates = (u * n).long().clamp_max_(n - 1)
-        after = torch.minimum(nearest[:, None], sq_dist(candidates))
+        after = nearest_with(candidates, nearest)
         best = int(after.sum(dim=0, dtype=torch.float64).argmin())
         nearest = after[:, best]
         chosen = torch.cat([chosen, candidates[best : best + 1]])
     return x[chosen]
 
 
-def _train_once(
-    data: np.ndarray,
-    k: int,
-    params: faiss.ClusteringParameters,
-    device: torch.device,
-    init: np.ndarray | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """One faiss training run; centroids ``(k, d)`` and the nearest centroid of every row."""
-    d = data.shape[1]
-    index, _resources = _flat_index(d, params.spherical, device)
-    clustering = faiss.Clustering(d, k, params)
-    if init is not None:
-        faiss.copy_array_to_vector(np.ascontiguousarray(init, dtype=np.float32).ravel(), clustering.centroids)
-    clustering.train(data, index)
-    centroids = faiss.vector_to_array(clustering.centroids).reshape(k, d)
-    # faiss's last objective is for the centroids before their final update: assign afresh.
-    index.reset()
-    index.add(centroids)
-    _, nearest = index.search(data, 1)
-    return centroids, nearest[:, 0].astype(np.int64)
+def _random_rows(x: Tensor, k: int, seed: int) -> Tensor:
+    """k distinct rows of ``x`` drawn uniformly: the start PointDC's release used (faiss's default)."""
+    generator = torch.Generator().manual_seed(seed)
+    return x[torch.randperm(x.shape[0], generator=generator)[:k].to(x.device)]
 
 
 def _cluster(
     x: Tensor, k: int, *, niter: int, spherical: bool, nredo: int, seed: int, init: str
 ) -> KMeansResult:
     """K-means of one process's rows (already validated)."""
-    n, _ = x.shape
-    xf = x.detach().to(torch.float32)
+    xf = x.detach().to(torch.float32).contiguous()
     if spherical:
         xf = F.normalize(xf, dim=1)
-    data = np.ascontiguousarray(xf.cpu().numpy())
 
-    params = faiss.ClusteringParameters()
-    params.niter = niter
-    params.spherical = spherical
-    # faiss subsamples to k * max_points_per_centroid rows: a cap of ceil(n / k) means no subsampling.
-    params.max_points_per_centroid = -(-n // k)
-    # Few points per centroid is legitimate here (K = #classes over super-voxels); silence the warning.
-    params.min_points_per_centroid = 1
-    params.verbose = False
-
-    def trained() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        if init == "random":
-            # faiss's own restarts: random rows as initial centroids, best faiss objective kept.
-            params.nredo = nredo
-            params.seed = seed
-            yield _train_once(data, k, params, x.device, None)
-            return
-        # faiss reuses given initial centroids in every restart, so restarts are run here.
-        params.nredo = 1
-        for redo in range(nredo):
-            params.seed = (seed + redo) % 2**31
-            start = _kmeans_plus_plus(xf, k, seed + redo).cpu().numpy()
-            yield _train_once(data, k, params, x.device, start)
-
+    n = xf.shape[0]
     best: KMeansResult | None = None
-    for centroids_np, nearest in trained():
-        centroids = torch.from_numpy(centroids_np).to(x.device)
-        assignments = torch.from_numpy(nearest).to(x.device)
-        inertia = _inertia(xf, centroids, assignments, spherical)
-        if best is None or inertia < best.inertia:
-            best = KMeansResult(centroids, assignments, inertia)
+    with block_runner(n, block_rows(n, k, xf.device), xf.device) as run:
+        for redo in range(nredo):
+            restart_seed = (seed + redo) % 2**31
+            if init == "random":
+                start = _random_rows(xf, k, restart_seed)
+            else:
+                start = _kmeans_plus_plus(xf, k, restart_seed, run)
+            fit = lloyd(xf, start, niter=niter, spherical=spherical, run=run)
+            inertia = _inertia(xf, fit.centroids, fit.assignment.labels, spherical, run)
+            log.debug(
+                "kmeans: restart %d ran %d Lloyd iterations, inertia %.6g", redo, fit.iterations, inertia
+            )
+            if best is None or inertia < best.inertia:
+                best = KMeansResult(fit.centroids, fit.assignment.labels, inertia)
     assert best is not None
     return best
 
@@ -322,7 +295,7 @@ def _cluster_distributed(
         try:
             perm = None if keys is None else torch.argsort(keys[:, 0].cpu(), stable=True)
             rows = full if perm is None else full[perm.to(full.device)]
-            # Cluster on the caller's device so that a CUDA input uses GPU faiss on rank 0.
+            # Cluster on the caller's device, so that a CUDA input is clustered on rank 0's GPU.
             result = _cluster(
                 rows.to(x.device), k, niter=niter, spherical=spherical, nredo=nredo, seed=seed, init=init
             )
