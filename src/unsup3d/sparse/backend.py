@@ -1,14 +1,19 @@
-"""Which engine runs sparse convolutions: torchsparse 2.1 on CUDA where installed, PyTorch elsewhere.
+"""Which engine runs sparse convolutions: torchsparse 2.1 or spconv 2.3 on CUDA where installed, PyTorch
+elsewhere.
 
-``set_backend("auto" | "torch" | "torchsparse")`` sets it for the process, ``use_backend(...)`` for a
-block. "auto" picks torchsparse when it imports, the features are on CUDA and the dilation is 1
-(torchsparse 2.1's kernel-map builders ignore dilation); "torchsparse" forced where it cannot run
-raises, naming the reason.
+``set_backend("auto" | "torch" | "torchsparse" | "spconv")`` sets it for the process, ``use_backend(...)``
+for a block. On CUDA, "auto" picks torchsparse when it imports and the dilation is 1 (torchsparse 2.1's
+kernel-map builders ignore dilation), else spconv when a CUDA build of it imports and can compute the
+convolution exactly (:func:`unsup3d.sparse.spconv_adapter.supports`), else the built-in path. On the
+CPU "auto" always runs the built-in path: spconv's CPU build gives wrong results on more than one
+thread and has no backward. A forced backend where it cannot run raises, naming the reason; "spconv"
+forced on the CPU runs the forward single-threaded, for checking against the built-in path.
 
 torchsparse 2.1 stores the coordinates of a stride-`s` tensor divided by `s`, ours stay in input voxel
 units: the adapter divides on the way in and multiplies on the way out. Its own cache (`_caches`) is
 kept in ours under ``backend["torchsparse"]`` so its kernel maps are reused across layers. Downsampling
-runs in torchsparse's "minkowski" mode, whose output sites are ours (``floor(c / S) * S``).
+runs in torchsparse's "minkowski" mode, whose output sites are ours (``floor(c / S) * S``). The spconv
+adapter is `unsup3d.sparse.spconv_adapter`.
 """
 
 from __future__ import annotations
@@ -22,33 +27,43 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from unsup3d.sparse.spconv_adapter import (
+    has_downsampling,
+    spconv_available,
+    spconv_conv3d,
+    spconv_cuda_available,
+    supports,
+)
 from unsup3d.sparse.tensor import SparseTensor
 
 __all__ = [
     "BACKENDS",
     "from_torchsparse",
     "get_backend",
+    "has_downsampling",
     "resolve",
     "set_backend",
+    "spconv_available",
+    "spconv_conv3d",
     "to_torchsparse",
     "torchsparse_available",
     "torchsparse_conv3d",
     "use_backend",
 ]
 
-BACKENDS = ("auto", "torch", "torchsparse")
+BACKENDS = ("auto", "torch", "torchsparse", "spconv")
 _state = {"backend": "auto"}
 
 
 def set_backend(name: str) -> None:
-    """Use `name` ("auto", "torch" or "torchsparse") for every sparse convolution from now on."""
+    """Use `name` ("auto", "torch", "torchsparse" or "spconv") for every sparse convolution from now on."""
     if name not in BACKENDS:
         raise ValueError(f"unsup3d.sparse.backend: unknown backend {name!r}; choose one of {BACKENDS}")
     _state["backend"] = name
 
 
 def get_backend() -> str:
-    """The backend setting: "auto", "torch" or "torchsparse"."""
+    """The backend setting: "auto", "torch", "torchsparse" or "spconv"."""
     return _state["backend"]
 
 
@@ -74,14 +89,31 @@ def torchsparse_available() -> bool:
     return True
 
 
-def resolve(feats: Tensor, dilation: Sequence[int] = (1, 1, 1)) -> str:
-    """The engine ("torch" or "torchsparse") for a convolution of `feats` under the current setting."""
+def resolve(
+    feats: Tensor,
+    dilation: Sequence[int] = (1, 1, 1),
+    *,
+    kernel_size: Sequence[int] = (3, 3, 3),
+    stride: Sequence[int] = (1, 1, 1),
+    transposed: bool = False,
+) -> str:
+    """The engine ("torch", "torchsparse" or "spconv") for a convolution of `feats` under the setting."""
     name = get_backend()
     if name == "torch":
         return "torch"
-    plain = all(int(d) == 1 for d in dilation)
+    dil = tuple(int(d) for d in dilation)
+    plain = all(d == 1 for d in dil)
+    shape = (tuple(int(k) for k in kernel_size), tuple(int(s) for s in stride), dil, transposed)
     if name == "auto":
-        return "torchsparse" if feats.is_cuda and plain and torchsparse_available() else "torch"
+        if not feats.is_cuda:
+            return "torch"
+        if plain and torchsparse_available():
+            return "torchsparse"
+        if spconv_cuda_available() and supports(*shape) is None:
+            return "spconv"
+        return "torch"
+    if name == "spconv":
+        return _check_spconv(feats, shape)
     if not torchsparse_available():
         raise RuntimeError(
             "unsup3d.sparse.backend: backend 'torchsparse' was forced but torchsparse is not installed "
@@ -99,6 +131,25 @@ def resolve(feats: Tensor, dilation: Sequence[int] = (1, 1, 1)) -> str:
             f"torchsparse 2.1 ignores dilation, use the 'torch' backend"
         )
     return "torchsparse"
+
+
+def _check_spconv(feats: Tensor, shape: tuple) -> str:
+    """"spconv", or the error of forcing it where it cannot run this convolution."""
+    if not spconv_available():
+        raise RuntimeError(
+            "unsup3d.sparse.backend: backend 'spconv' was forced but spconv does not import; install "
+            "the wheel for your CUDA (spconv-cu118 / -cu121 / -cu124 / -cu126, see the README), or use "
+            "set_backend('auto') / set_backend('torch')"
+        )
+    if feats.is_cuda and not spconv_cuda_available():
+        raise RuntimeError(
+            "unsup3d.sparse.backend: backend 'spconv' was forced for CUDA features but the installed "
+            "spconv is the CPU-only build; install spconv-cuXXX for your CUDA"
+        )
+    reason = supports(*shape)
+    if reason is not None:
+        raise RuntimeError(f"unsup3d.sparse.backend: spconv cannot run {reason}; use the 'torch' backend")
+    return "spconv"
 
 
 def to_torchsparse(x: SparseTensor) -> Any:

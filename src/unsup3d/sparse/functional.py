@@ -124,7 +124,7 @@ def conv3d(
     Stride 1 is submanifold (outputs at the input sites, in their order). Stride > 1 outputs at the
     unique ``floor(c / S) * S``, ``S = input stride * stride``. `transposed` inverts the map of the
     downsampling that produced this stride and returns features at that finer stride's cached sites.
-    The torchsparse backend takes over where `unsup3d.sparse.backend` says so.
+    torchsparse or spconv takes over where `unsup3d.sparse.backend` says so.
     """
     ks = make_ntuple(kernel_size, 3)
     st = make_ntuple(stride, 3)
@@ -141,8 +141,14 @@ def conv3d(
         out = feats.mm(weight[0])
         return input.replace_feature(out if bias is None else out + bias)
 
-    if backend.resolve(feats, dil) == "torchsparse":
+    engine = backend.resolve(feats, dil, kernel_size=ks, stride=st, transposed=transposed)
+    if engine == "torchsparse":
         return backend.torchsparse_conv3d(input, weight, ks, bias, st, dil, transposed)
+    if engine == "spconv":
+        # Under "auto", a transposed conv whose downsampling ran elsewhere falls back to the built-in path.
+        inverts = transposed and st != (1, 1, 1)
+        if not inverts or backend.get_backend() == "spconv" or backend.has_downsampling(input, ks, st, dil):
+            return backend.spconv_conv3d(input, weight, ks, bias, st, dil, transposed)
 
     if transposed and st != (1, 1, 1):
         kmap, fine = get_transposed_kernel_map(input, ks, st, dil)
