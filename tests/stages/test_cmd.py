@@ -221,6 +221,20 @@ def test_config_runs_one_step(config: str, cli_data: Path, tmp_path: Path, monke
     assert record["views"] == ("render" if "s3dis" in config else "frames")  # S3DIS has no frames: rendered
 
 
+@pytest.mark.parametrize("config", ["pointdc_geometric_cmd.yaml", "quickstart/pointdc_geometric_cmd.yaml"])
+def test_teacher_free_config_runs_one_step(config: str, cli_data: Path, tmp_path: Path, monkeypatch) -> None:
+    """The teacher-free recipes distil the scenes' descriptors: no 2D teacher is loaded."""
+    monkeypatch.chdir(tmp_path)
+    data = [a for a in _tiny_data_args(tmp_path) if not a.startswith("--data.init_args.feature_targets")]
+    args = ["fit", f"--config={REPO / 'experiments' / config}", *data]
+    args.append("--model.init_args.backbone.init_args.width=0.25")
+    cli = Unsup3DCLI(args=[*args, "--trainer.fast_dev_run=true"])
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+    assert cli.model.hparams.target_dim == 14
+    scene = list_scenes(cli.datamodule.prepared_root, "train")[0]
+    assert (scene / "descriptor.npy").is_file() and not (scene / "cmd_target.npy").exists()
+
+
 def test_quickstart_checkpoint_loads_without_pickles(cli_data: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     args = [

@@ -173,7 +173,8 @@ def test_svc_trains_and_checkpoints_its_clustering_state(rooms_root: Path, tmp_p
 @pytest.mark.parametrize(
     "config",
     ["pointdc_svc.yaml", "pointdc_s3dis_svc.yaml", "pointdc_linear_probe.yaml",
-     "quickstart/pointdc_svc.yaml", "quickstart/pointdc_linear_probe.yaml"],
+     "quickstart/pointdc_svc.yaml", "quickstart/pointdc_linear_probe.yaml",
+     "pointdc_geometric_svc.yaml", "quickstart/pointdc_geometric_svc.yaml"],
 )  # fmt: skip
 def test_config_runs_one_step(
     config: str, rooms_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
