@@ -61,3 +61,27 @@ def test_handcrafted_row_and_json(rooms: Path, tmp_path: Path, capsys, monkeypat
 def test_teacher_row_needs_a_teacher(rooms: Path) -> None:
     with pytest.raises(SystemExit):
         realscan.main(["--root", str(rooms), "--rows", "teacher"])
+
+
+def test_network_rows_run_end_to_end(rooms: Path, tmp_path: Path, monkeypatch) -> None:
+    """random-clustering, svc-scratch, teacher-free and teacher (a tiny ViT saved as a local folder,
+    so it loads as pretrained with no random fallback) at one epoch each, one process."""
+    import benchmarks._common
+    from unsup3d.vision.teacher import ViTTeacher
+
+    monkeypatch.setattr(benchmarks._common, "RESULTS", tmp_path / "results")
+    tiny = {"model_type": "vit", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+    tiny.update(intermediate_size=64, patch_size=8, image_size=64)
+    ViTTeacher.from_config(tiny).model.save_pretrained(tmp_path / "tiny-vit")
+    out = tmp_path / "rows.jsonl"
+    rows = ["random-clustering", "svc-scratch", "teacher-free", "teacher"]
+    args = ["--root", str(rooms), "--seeds", "1", "--rows", *rows, "--teacher", str(tmp_path / "tiny-vit")]
+    args += ["--cmd-epochs", "1", "--svc-epochs", "1", "--voxel-size", "0.1", "--jobs", "1"]
+    results = realscan.main([*args, "--json", str(out), "--work", str(tmp_path / "work")])
+    records = {r["row"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert set(records) == set(rows) and records["teacher"]["teacher"] == str(tmp_path / "tiny-vit")
+    for row in rows:
+        assert 0 < results[row][0][0] <= 1 and 0 < results[row][0][1] <= 1
+    train_scene = next((rooms / "train").iterdir())
+    assert (train_scene / "cmd_target.npy").is_file()  # the teacher row's feature pass, on rendered views
+    assert json.loads((train_scene / "cmd_target.json").read_text())["settings"]["views"] == "render"
