@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from benchmarks._interpolate_loop import trilinear_interpolate_loop
+from unsup3d.data.formats.semantic_kitti import read_scan
 from unsup3d.models.interpolate import trilinear_interpolate
+from unsup3d.sparse import sparse_quantize
 
 
 def _reference(feats: torch.Tensor, coords: torch.Tensor, stride: int, query: torch.Tensor) -> torch.Tensor:
@@ -77,3 +82,68 @@ def test_bad_shapes_raise() -> None:
     with pytest.raises(ValueError, match="stride"):
         trilinear_interpolate(torch.zeros(2, 1), torch.zeros(2, 4, dtype=torch.int32), 0,
                               torch.zeros(1, 4, dtype=torch.int32))
+
+
+def test_bfloat16_autocast_interpolates_like_float32() -> None:
+    # autocast computes the corner weights (a prod) in float32 while the features are bfloat16
+    g = torch.Generator().manual_seed(7)
+    xyz = torch.randint(-20, 20, (200, 3), generator=g)
+    query = torch.cat([torch.zeros(200, 1, dtype=torch.long), xyz], 1)
+    parents = torch.div(xyz, 4, rounding_mode="floor") * 4
+    coords = torch.unique(torch.cat([query[:, :1], parents], 1), dim=0)
+    feats = torch.randn(coords.shape[0], 6, generator=g)
+    linear = torch.nn.Linear(6, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = trilinear_interpolate(linear(feats), coords.int(), 4, query.int())
+    with torch.no_grad():
+        full = trilinear_interpolate(linear(feats), coords.int(), 4, query.int())
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), full, rtol=3e-2, atol=3e-2 * float(full.abs().max()))
+
+
+def _kitti_levels(kitti_seq_dir: Path) -> tuple[torch.Tensor, list[tuple[int, torch.Tensor]]]:
+    """The voxels (5 cm) of a real KITTI frame and its coarse sites at strides 2, 4, 8, 16."""
+    scan = read_scan(kitti_seq_dir / "velodyne" / "000000.bin")
+    coords = torch.from_numpy(np.asarray(sparse_quantize(scan[:, :3], 0.05))).int()
+    query = torch.cat([torch.zeros(len(coords), 1, dtype=torch.int32), coords], dim=1)
+    levels = []
+    for s in (2, 4, 8, 16):
+        parents = torch.div(query[:, 1:], s, rounding_mode="floor") * s
+        levels.append((s, torch.unique(torch.cat([query[:, :1], parents], dim=1), dim=0).int()))
+    return query, levels
+
+
+def test_sparse_matrix_equals_the_corner_loop_on_a_kitti_frame(kitti_seq_dir: Path) -> None:
+    query, levels = _kitti_levels(kitti_seq_dir)
+    g = torch.Generator().manual_seed(0)
+    for stride, coords in levels:
+        feats = torch.randn(coords.shape[0], 16, generator=g)
+        weight = torch.randn(query.shape[0], 16, generator=g)  # a loss whose gradient differs per row
+        outs, grads = [], []
+        for fn in (trilinear_interpolate, trilinear_interpolate_loop):
+            f = feats.clone().requires_grad_(True)
+            out = fn(f, coords, stride, query)
+            (out * weight).sum().backward()
+            outs.append(out.detach())
+            grads.append(f.grad)
+        torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-4)
+
+
+def test_weights_are_cached_per_stride_for_the_same_coordinates(monkeypatch: pytest.MonkeyPatch) -> None:
+    import unsup3d.models.interpolate as interpolate
+
+    built = []
+    real = interpolate.interpolation_matrix
+    monkeypatch.setattr(
+        interpolate, "interpolation_matrix", lambda *a, **k: built.append(a[1]) or real(*a, **k)
+    )
+    query = torch.tensor([[0, 1, 1, 1], [0, 3, 0, 2]], dtype=torch.int32)
+    coarse = torch.tensor([[0, 0, 0, 0], [0, 2, 0, 2], [0, 2, 2, 2]], dtype=torch.int32)
+    cache: dict = {}
+    feats = torch.randn(3, 2)
+    first = trilinear_interpolate(feats, coarse, 2, query, cache=cache)
+    again = trilinear_interpolate(2 * feats, coarse, 2, query, cache=cache)
+    assert built == [2] and torch.allclose(again, 2 * first)
+    trilinear_interpolate(feats, coarse.clone(), 2, query, cache=cache)  # other coordinates: rebuilt
+    assert built == [2, 2]

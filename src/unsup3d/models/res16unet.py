@@ -113,5 +113,5 @@ class Res16UNet(nn.Module):
             y = getattr(self, f"conv{i}p{2 ** (i - 1)}s2")(y)
             y = getattr(self, f"block{i}")(self.relu(getattr(self, f"bn{i}")(y)))
             lateral = getattr(self, f"delayer{5 - i}")
-            out = out + trilinear_interpolate(lateral(y.F), y.C, y.s, x.C)
+            out = out + trilinear_interpolate(lateral(y.F), y.C, y.s, x.C, cache=x._caches.interpolations)
         return to_points(out, inverse_map)

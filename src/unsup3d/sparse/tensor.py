@@ -39,7 +39,8 @@ class TensorCache:
 
     `cmaps[stride]` is the `(N, 4)` coordinate tensor of that stride; `kmaps[(stride, kernel_size,
     conv_stride, dilation)]` a `unsup3d.sparse.kernel_map.KernelMap`; `hashmaps[stride]` the sorted keys
-    of that stride's coordinates; `backend` holds state of other backends (torchsparse's own cache).
+    of that stride's coordinates; `backend` holds state of other backends (torchsparse's own cache);
+    `interpolations` the weights of `unsup3d.models.interpolate.trilinear_interpolate` per stride.
     """
 
     def __init__(self) -> None:
@@ -47,6 +48,7 @@ class TensorCache:
         self.kmaps: dict[tuple[Any, ...], Any] = {}
         self.hashmaps: dict[tuple[int, ...], Any] = {}
         self.backend: dict[str, Any] = {}
+        self.interpolations: dict[Any, Any] = {}
 
     def __repr__(self) -> str:
         return (f"TensorCache(cmaps={sorted(self.cmaps)}, kmaps={len(self.kmaps)}, "
