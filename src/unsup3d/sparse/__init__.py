@@ -1,8 +1,8 @@
 """unsup3d.sparse: sparse tensors and convolutions with torchsparse 2.1's interface, in pure PyTorch.
 
 `SparseTensor`, `sparse_quantize`, `sparse_collate`, `kernel_offsets`, and the modules of
-`unsup3d.sparse.nn`. Where torchsparse is installed and the tensors are on CUDA, `unsup3d.sparse.backend`
-hands convolutions to it.
+`unsup3d.sparse.nn`. Where torchsparse or a CUDA build of spconv is installed and the tensors are on
+CUDA, `unsup3d.sparse.backend` hands convolutions to it.
 """
 
 from unsup3d.sparse import backend, nn
