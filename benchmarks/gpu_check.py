@@ -153,9 +153,15 @@ def step_checks(name: str, crop: float) -> list[tuple[str, Callable[[], dict]]]:
             model, _ = make_model(name)
             model.load_state_dict(ref["state"])
             bf16 = precision == "bf16"
-            train_step(model, ref["coords"], ref["feats"], ref["target"], "cuda", bf16)  # warm-up
-            model.load_state_dict(ref["state"])  # BN running stats moved in the warm-up
-            loss, grad, seconds = train_step(model, ref["coords"], ref["feats"], ref["target"], "cuda", bf16)
+            matmul = torch.get_float32_matmul_precision()
+            torch.set_float32_matmul_precision("highest")  # fp32 means fp32 here, not TF32
+            try:
+                batch = (ref["coords"], ref["feats"], ref["target"])
+                train_step(model, *batch, "cuda", bf16)  # warm-up
+                model.load_state_dict(ref["state"])  # BN running stats moved in the warm-up
+                loss, grad, seconds = train_step(model, *batch, "cuda", bf16)
+            finally:
+                torch.set_float32_matmul_precision(matmul)
             loss_rel = abs(loss - ref["loss"]) / abs(ref["loss"])
             grad_rel = float((grad - ref["grad"]).norm() / ref["grad"].norm())
             grad_cos = float(torch.nn.functional.cosine_similarity(grad, ref["grad"], dim=0))
