@@ -12,7 +12,15 @@ from sklearn.datasets import make_blobs
 
 from tests._dist import run_distributed
 from unsup3d.clustering import KMeansResult, kmeans
-from unsup3d.clustering.lloyd import assign, block_rows, block_runner, cpu_workers, lloyd, update
+from unsup3d.clustering.lloyd import (
+    assign,
+    best_per_column,
+    block_rows,
+    block_runner,
+    cpu_workers,
+    lloyd,
+    update,
+)
 
 
 def _blobs(std: float, n: int = 3000, centers: int = 6, dim: int = 8, seed: int = 0) -> torch.Tensor:
@@ -276,3 +284,14 @@ def test_an_empty_cluster_takes_the_farthest_row():
     torch.testing.assert_close(moved[2], x[2])  # [0, 3] is 3 from its centroid, every other row <= 1
     torch.testing.assert_close(moved[0], (x[0] + x[1]) / 2)  # and it left its old cluster
     torch.testing.assert_close(moved[1], (x[3] + x[4]) / 2)
+
+
+@pytest.mark.parametrize("largest", [False, True])
+def test_best_per_column_equals_torch_with_ties(largest):
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 4, (7, 500), generator=g).float()  # many ties in every column
+    expected = scores.max(dim=0) if largest else scores.min(dim=0)
+    values, rows = best_per_column(scores, largest=largest)
+    assert torch.equal(values, expected.values)
+    first = torch.stack([torch.nonzero(col == v)[0, 0] for col, v in zip(scores.T, values)])
+    assert torch.equal(rows, first)  # the first of tied rows, as torch.argmin documents
