@@ -128,7 +128,7 @@ class SVCModule(LightningModule):
 
     def _set_classifier(self, epoch: int, reset: bool = True) -> None:
         """Learnable during warm-up (or always, without Eq. 9); afterwards fixed to the centroids."""
-        fixed = self.hparams.nonparametric and epoch >= self.hparams.warmup_epochs
+        fixed = self._fixed(epoch)
         if reset or fixed:
             self.classifier.set_centroids(self.centroids[:, : self.backbone.out_channels])
         self.classifier.weight.requires_grad_(not fixed)
@@ -154,8 +154,14 @@ class SVCModule(LightningModule):
 
     # -- training ------------------------------------------------------------------------------------
 
+    def _fixed(self, epoch: int) -> bool:
+        """Whether the classifier is the fixed, non-parametric one (Eq. 9) in ``epoch``."""
+        return self.hparams.nonparametric and epoch >= self.hparams.warmup_epochs
+
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """Per-point logits against the clusters."""
+        # a function of the epoch alone, so a run resumed mid-epoch scores as the uninterrupted one
+        self.classifier.normalize_input = not self._fixed(self.current_epoch) or self.hparams.fixed_normalize
         return self.classifier(self.backbone(batch["sparse"], batch["inverse"]))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
