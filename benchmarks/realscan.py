@@ -120,7 +120,10 @@ def _quiet(seed: int, work: Path) -> list[str]:
 
 
 def _data(root: Path, args: argparse.Namespace, descriptors: bool) -> list[str]:
-    return [
+    """The scene-folder data module; with ``descriptors`` the teacher-free recipe's data: descriptors,
+    and the grown regions as the units SVC pools over."""
+    units = ["--data.init_args.units", "region"] if descriptors else []
+    return [*units,
         "--data", "unsup3d.data.datamodules.SceneFolderDataModule",
         "--data.init_args.root", str(root),
         "--data.init_args.voxel_size", str(args.voxel_size),

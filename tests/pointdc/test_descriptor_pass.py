@@ -11,7 +11,7 @@ import pytest
 
 from unsup3d.data.datamodules import SceneFolderDataModule
 from unsup3d.data.scene_folder import write_scene
-from unsup3d.pointdc.descriptor_pass import Descriptors, as_descriptors, run_descriptor_pass
+from unsup3d.pointdc.descriptor_pass import Descriptors, as_descriptors, grow_regions, run_descriptor_pass
 from unsup3d.pointdc.geometric import point_descriptors
 
 
@@ -40,7 +40,10 @@ def test_pass_writes_caches_and_redoes(tmp_path: Path) -> None:
     assert run_descriptor_pass(dirs, cfg) == []
     first = dirs[0] / "descriptor.npy"
     scene = {k: np.load(dirs[0] / f"{k}.npy") for k in ("coord", "color")}
-    np.testing.assert_array_equal(np.load(first), point_descriptors(scene["coord"], scene["color"], k=8))
+    region = np.load(dirs[0] / "region.npy")
+    np.testing.assert_array_equal(region, grow_regions(scene["coord"], None, cfg.region_c))
+    expect = point_descriptors(scene["coord"], scene["color"], region, k=8)
+    np.testing.assert_array_equal(np.load(first), expect)
     assert json.loads((dirs[0] / "descriptor.json").read_text())["k"] == 8
     mtime = first.stat().st_mtime_ns
     run_descriptor_pass(dirs, cfg)
@@ -83,3 +86,50 @@ def test_descriptor_weights_name_known_groups() -> None:
     assert scale.shape == (14,) and float(scale[:3].sum()) == pytest.approx(1.5)
     with pytest.raises(ValueError, match="unknown groups"):
         descriptor_scale({"colour": 1.0})
+
+
+def test_grown_regions_keep_a_floor_and_a_wall_whole() -> None:
+    """A floor and a wall meeting at a right angle, both painted in 0.5 m tiles of random colours: the
+    super-voxels (normals and colour) cut each into pieces, the grown regions (normals alone) keep each
+    (nearly) whole and do not join the two."""
+    from unsup3d.data.superpoints import felzenszwalb_superpoints
+
+    rng = np.random.default_rng(3)
+    floor = np.c_[rng.uniform(0, 4, (3000, 2)), rng.normal(scale=0.01, size=3000)]  # a scanner's noise
+    wall = np.c_[rng.normal(scale=0.01, size=2000), rng.uniform(0, 4, 2000), rng.uniform(0.05, 2.5, 2000)]
+    coord = np.concatenate([floor, wall]).astype(np.float32)
+    part = np.repeat([0, 1], [3000, 2000])
+    tile = np.floor(coord / 0.5).astype(int) @ [1, 17, 289]
+    color = rng.integers(0, 256, (tile.max() + 1, 3))[tile].astype(np.uint8)
+    fine = felzenszwalb_superpoints(coord, color, None, c=0.1, workers=1)
+    grown = grow_regions(coord, None, 2.0)
+    for p in (0, 1):
+        share = np.bincount(grown[part == p]).max() / (part == p).sum()
+        fine_share = np.bincount(fine[part == p]).max() / (part == p).sum()
+        assert share > 0.9 and fine_share < 0.5, (share, fine_share)
+    from unsup3d.data.superpoints import superpoint_purity
+
+    assert superpoint_purity(grown, part) > 0.97  # a few corner points may go to the other side
+
+
+def test_units_region_pools_over_the_grown_regions(tmp_path: Path) -> None:
+    _scenes(tmp_path)
+    dm = SceneFolderDataModule(
+        root=str(tmp_path), voxel_size=0.05, batch_size=1, descriptors=True, units="region"
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    batch = next(iter(dm.val_dataloader()))
+    stored = np.load(dm.datasets["val"].scene_dirs[int(batch["scene_index"][0])] / "region.npy")
+    np.testing.assert_array_equal(batch["superpoint_id"].numpy(), stored[batch["point_index"].numpy()])
+    with pytest.raises(ValueError, match="descriptor pass"):
+        SceneFolderDataModule(root=str(tmp_path), units="region")
+
+
+def test_descriptor_inputs_widen_the_network_input(tmp_path: Path) -> None:
+    _scenes(tmp_path)
+    dm = SceneFolderDataModule(root=str(tmp_path), voxel_size=0.05, descriptors=True, descriptor_inputs=True)
+    dm.prepare_data()
+    dm.setup("fit")
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["sparse"].F.shape[1] == 6 + 14

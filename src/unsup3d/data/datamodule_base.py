@@ -12,7 +12,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from unsup3d.data.collate import collate_scenes
-from unsup3d.data.datasets import EpochSampler, SceneDataset
+from unsup3d.data.datasets import EpochSampler, FeatureFn, SceneDataset, color_coord_features
 from unsup3d.data.prepare import Job, preparation_lock, run_jobs, write_json_atomic
 from unsup3d.data.resumable_loader import ResumableDataLoader
 from unsup3d.data.scene_folder import TRAINING_KEYS, list_scenes, settings_key, usable_scenes
@@ -161,12 +161,22 @@ class PointCloudDataModule(LightningDataModule):
                 )
         return keys
 
+    def superpoints_from(self) -> str:
+        """The stored array whose segments the stages pool over as super-voxels."""
+        return "superpoint"
+
+    def input_features(self) -> FeatureFn:
+        """The network's per-point input (PointDC's: RGB and centred coordinates)."""
+        return color_coord_features
+
     def make_dataset(self, split: str, train: bool) -> Dataset:
         dirs = self.scene_dirs(split)
         extra = self.available_extra_keys(dirs, required=split == "train")
         return SceneDataset(
             dirs,
             self.voxel_size,
+            features=self.input_features(),
+            superpoints_from=self.superpoints_from(),
             transform=self.train_transform() if train else None,
             keys=("coord", "color", "segment", "superpoint", *extra),
             seed=self.seed,

@@ -10,13 +10,11 @@ silent reuse of a stale one. ``setup`` loads them; batches are built by
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import Any, Literal
 
 from unsup3d.data.datamodule_base import PointCloudDataModule
+from unsup3d.data.datasets import FeatureFn, color_coord_descriptor_features
 from unsup3d.data.feature_pass import (
     SEEN_KEY,
     TARGET_KEY,
@@ -33,13 +31,14 @@ from unsup3d.data.lidar_dataset_modules import (
     SemanticPOSSDataModule,
     SyntheticLidarDataModule,
 )
-from unsup3d.data.prepare import Job, load_npy, npy_problem, preparation_lock, run_jobs
+from unsup3d.data.prepare import Job, npy_problem, preparation_lock, run_jobs
 from unsup3d.data.scene_folder import (
     TRAINING_KEYS,
     add_arrays,
     list_scenes,
     read_scene,
     scene_dir_problem,
+    scene_normals,
     settings_key,
     usable_scenes,
     write_scene,
@@ -72,25 +71,6 @@ def _prepared_scene_problem(scene_dir: Path) -> str | None:
     return scene_dir_problem(scene_dir, TRAINING_KEYS)
 
 
-def scene_normals(scene_dir: Path, n: int) -> np.ndarray | None:
-    """The scene's own unit normals (``normal.npy``, e.g. from the scanner or the mesh) for the super-voxel
-    graph, or None to estimate them: where the file is missing, or unusable (wrong shape, non-finite or
-    zero rows; a warning names it)."""
-    path = scene_dir / "normal.npy"
-    if not path.is_file():
-        return None
-    normal = load_npy(path).astype(np.float32)
-    length = np.linalg.norm(normal, axis=1) if normal.ndim == 2 else None
-    if normal.shape != (n, 3) or not np.isfinite(normal).all() or not (length > 1e-6).all():
-        warnings.warn(
-            f"{path}: not {n} finite non-zero normals (shape {normal.shape}); super-voxels use normals "
-            "estimated from the points instead",
-            stacklevel=2,
-        )
-        return None
-    return normal / length[:, None]
-
-
 def _add_superpoints(scene_dir: Path, sp: dict[str, Any]) -> None:
     from unsup3d.data.superpoints import felzenszwalb_superpoints
 
@@ -115,15 +95,29 @@ class IndoorDataModule(PointCloudDataModule):
             (:class:`~unsup3d.pointdc.descriptor_pass.Descriptors`; ``true`` for the defaults). When
             set, ``prepare_data`` writes ``descriptor.npy`` into the scenes (resumable), and batches
             carry it as the per-point ``descriptor``.
+        descriptor_inputs: the network also reads the descriptors: its input becomes RGB, centred
+            coordinates and the 14 descriptor columns (``in_channels: 20``;
+            :func:`~unsup3d.data.datasets.color_coord_descriptor_features`).
+        units: the segments every stage pools over as super-voxels: ``superpoint`` (the dataset's), or
+            ``region``, the descriptor pass's grown super-voxels (the teacher-free recipe's: a floor or a
+            wall is a few regions, so Eq. 8's K-means, which counts segments, does not spend half its
+            clusters on them).
     """
 
     def __init__(
         self,
         feature_targets: FeatureTargets | None = None,
         descriptors: Descriptors | bool | None = None,
+        descriptor_inputs: bool = False,
+        units: Literal["superpoint", "region"] = "superpoint",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.descriptor_inputs, self.units = descriptor_inputs, units
+        if units not in ("superpoint", "region"):
+            raise ValueError(f"units must be 'superpoint' or 'region', got {units!r}")
+        if (descriptor_inputs or units == "region") and descriptors in (None, False):
+            raise ValueError("descriptor_inputs and units: region need the descriptor pass: set descriptors")
         self.feature_targets = as_feature_targets(feature_targets)
         if self.feature_targets is not None:
             self.extra_keys += [k for k in (TARGET_KEY, SEEN_KEY) if k not in self.extra_keys]
@@ -134,6 +128,14 @@ class IndoorDataModule(PointCloudDataModule):
     def frames_dir(self, scene_dir: Path) -> Path | None:
         """The raw RGB-D frame export of a prepared scene, or None where the dataset has none."""
         return None
+
+    def superpoints_from(self) -> str:
+        return self.units
+
+    def input_features(self) -> FeatureFn:
+        if self.descriptor_inputs:  # every split needs them then: the network reads them
+            return color_coord_descriptor_features
+        return super().input_features()
 
     def prepare_feature_targets(self) -> dict[str, int]:
         """Run CMD's feature pass over the prepared scenes of ``feature_targets.splits``."""

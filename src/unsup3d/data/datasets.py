@@ -39,6 +39,15 @@ def color_coord_features(sample: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate([color_features(sample), centred], axis=1)
 
 
+def color_coord_descriptor_features(sample: dict[str, np.ndarray]) -> np.ndarray:
+    """The teacher-free path's network input: :func:`color_coord_features` followed by the points'
+    hand-made descriptors (``descriptor``, 14 columns in about [0, 1], centred here on 0): 20 channels.
+    The descriptors are invariant to the equivariant augmentations' turns and flips about z."""
+    return np.concatenate(
+        [color_coord_features(sample), sample["descriptor"].astype(np.float32) - 0.5], axis=1
+    )
+
+
 def xyz_intensity_features(sample: dict[str, np.ndarray]) -> np.ndarray:
     """STSSL's network input: x, y, z (metres) and the LiDAR return strength."""
     return np.concatenate([sample["coord"], sample["strength"][:, None]], axis=1).astype(np.float32)
@@ -113,7 +122,10 @@ class EpochSampler(DistributedSampler):
 
 
 class SceneDataset(Dataset):
-    """Scenes from scene folders, augmented then voxelised (see :mod:`unsup3d.data.collate`)."""
+    """Scenes from scene folders, augmented then voxelised (see :mod:`unsup3d.data.collate`).
+
+    ``superpoints_from`` names the stored array that serves as the super-voxels (``superpoint`` by
+    default; e.g. ``region``, the teacher-free path's grown super-voxels)."""
 
     def __init__(
         self,
@@ -123,17 +135,23 @@ class SceneDataset(Dataset):
         transform: Transform | None = None,
         keys: Sequence[str] = ("coord", "color", "segment", "superpoint"),
         seed: int = 0,
+        superpoints_from: str = "superpoint",
     ) -> None:
         self.scene_dirs = list(scene_dirs)
         self.voxel_size, self.features, self.transform = voxel_size, features, transform
         self.keys, self.seed = tuple(keys), seed
+        self.superpoints_from = superpoints_from
 
     def __len__(self) -> int:
         return len(self.scene_dirs)
 
     def load(self, index: int) -> dict[str, np.ndarray]:
         """The stored arrays of scene ``index``, plus ``point_index`` (each point's stored row)."""
-        scene = read_scene(self.scene_dirs[index], self.keys)
+        src = self.superpoints_from
+        keys = [src if k == "superpoint" else k for k in self.keys]
+        scene = read_scene(self.scene_dirs[index], keys)
+        if src != "superpoint" and src in scene:  # another segmentation serves as the super-voxels
+            scene["superpoint"] = scene.pop(src)
         scene["point_index"] = np.arange(len(scene["coord"]), dtype=np.int64)
         if "superpoint" in scene:  # collation renumbers "superpoint"; the stored id stays here
             scene["superpoint_id"] = scene["superpoint"].astype(np.int64, copy=True)

@@ -162,3 +162,22 @@ def settings_key(settings: Mapping[str, Any]) -> str:
     """A short stable hash of preparation settings: a changed setting gives a new cache folder."""
     blob = json.dumps(settings, sort_keys=True, default=str).encode()
     return hashlib.sha1(blob).hexdigest()[:10]
+
+
+def scene_normals(scene_dir: Path, n: int) -> np.ndarray | None:
+    """The scene's own unit normals (``normal.npy``, e.g. from the scanner or the mesh) for the super-voxel
+    graph, or None to estimate them: where the file is missing, or unusable (wrong shape, non-finite or
+    zero rows; a warning names it)."""
+    path = scene_dir / "normal.npy"
+    if not path.is_file():
+        return None
+    normal = load_npy(path).astype(np.float32)
+    length = np.linalg.norm(normal, axis=1) if normal.ndim == 2 else None
+    if normal.shape != (n, 3) or not np.isfinite(normal).all() or not (length > 1e-6).all():
+        warnings.warn(
+            f"{path}: not {n} finite non-zero normals (shape {normal.shape}); super-voxels use normals "
+            "estimated from the points instead",
+            stacklevel=2,
+        )
+        return None
+    return normal / length[:, None]

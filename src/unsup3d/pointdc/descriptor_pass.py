@@ -1,7 +1,8 @@
 """The teacher-free path's preparation: hand-made descriptors written into every scene folder, once.
 
-Each scene of the data module's splits receives ``descriptor.npy`` (float32 ``(N, 14)``,
-:func:`unsup3d.pointdc.geometric.point_descriptors` on its points, colours and super-voxels) and
+Each scene of the data module's splits receives ``region.npy`` (int64 ``(N,)``, grown super-voxels:
+:func:`grow_regions`), ``descriptor.npy`` (float32 ``(N, 14)``,
+:func:`unsup3d.pointdc.geometric.point_descriptors` on its points, colours and regions) and
 ``descriptor.json`` (the settings), written last: a scene whose json records the same settings is
 skipped, a changed setting recomputes it, an interrupted scene never looks finished. Batches carry the
 descriptors as the per-point ``descriptor`` key: SVC joins them to its clustering features
@@ -17,13 +18,17 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from unsup3d.data.prepare import Job, npy_problem, run_jobs, write_json_atomic
-from unsup3d.data.scene_folder import add_arrays, read_scene
+from unsup3d.data.scene_folder import add_arrays, read_scene, scene_normals
+from unsup3d.data.superpoints import estimate_normals, felzenszwalb_superpoints
 from unsup3d.pointdc.geometric import point_descriptors
 
 #: bump when the descriptors a given setting produces change
-DESCRIPTOR_VERSION = 1
+DESCRIPTOR_VERSION = 3
 DESCRIPTOR_KEY = "descriptor"
+REGION_KEY = "region"
 
 
 @dataclass
@@ -33,15 +38,20 @@ class Descriptors:
     Args:
         k: neighbours of the local shape (covariance) features.
         column: cell side (metres) of the vertical-column context.
+        region_c: scale of the grown super-voxels (``region.npy``): Felzenszwalb-Huttenlocher on the
+            normals alone with this ``c`` (the super-voxels use 0.1), so that a floor or a wall becomes a
+            few regions instead of dozens of super-voxels. The descriptors' ``segment`` group describes
+            these regions, and SVC can cluster them (the data module's ``units: region``).
         splits: splits that get descriptors (SVC's validation reads them only where it pools with them).
     """
 
     k: int = 16
     column: float = 0.3
+    region_c: float = 2.0
     splits: list[str] = field(default_factory=lambda: ["train", "val"])
 
     def settings(self) -> dict[str, Any]:
-        return {"version": DESCRIPTOR_VERSION, "k": self.k, "column": self.column}
+        return {"version": DESCRIPTOR_VERSION, "k": self.k, "column": self.column, "region_c": self.region_c}
 
 
 def as_descriptors(value: Descriptors | dict[str, Any] | bool | None) -> Descriptors | None:
@@ -73,6 +83,34 @@ def descriptors_problem(scene_dir: Path, settings: dict[str, Any]) -> str | None
     return npy_problem(scene_dir / f"{DESCRIPTOR_KEY}.npy")
 
 
+def grow_regions(coord: np.ndarray, normal: np.ndarray | None, c: float) -> np.ndarray:
+    """Grown super-voxels (after GrowSP's growing): Felzenszwalb-Huttenlocher on the normals alone at
+    scale ``c``, separately over the horizontal-facing points (``|n_z| > 0.7``: floors, table tops,
+    seats) and the others (walls, sides), so that a region never turns a corner from a floor into a
+    wall through the blended normals there. Fine super-voxels cut a floor or a wall into dozens of
+    pieces, which K-means, counting pieces, then splits over several clusters; grown, each is a few
+    regions. Ids are 0..R-1."""
+    n = len(coord)
+    if n < 3:
+        return np.zeros(n, dtype=np.int64)
+    if normal is None:
+        normal = estimate_normals(coord, workers=1)
+    out = np.full(n, -1, dtype=np.int64)
+    flat = np.abs(normal[:, 2]) > 0.7
+    offset = 0
+    for part in (flat, ~flat):
+        idx = np.flatnonzero(part)
+        if len(idx) == 0:
+            continue
+        if len(idx) < 2:
+            seg = np.zeros(len(idx), dtype=np.int64)
+        else:
+            seg = felzenszwalb_superpoints(coord[idx], None, normal[idx], c=c, color_weight=0.0, workers=1)
+        out[idx] = seg + offset
+        offset += int(seg.max()) + 1
+    return out
+
+
 def _output_problem(output: Path, settings: dict[str, Any]) -> str | None:
     # a job's check (module level, so worker processes can unpickle it)
     return descriptors_problem(output.parent, settings)
@@ -81,12 +119,12 @@ def _output_problem(output: Path, settings: dict[str, Any]) -> str | None:
 def scene_descriptors(scene_dir: Path, cfg: Descriptors) -> None:
     """Compute and write one scene's descriptors (the json last)."""
     _settings_file(scene_dir).unlink(missing_ok=True)
-    keys = [k for k in ("coord", "color", "superpoint") if (scene_dir / f"{k}.npy").is_file()]
+    keys = [k for k in ("coord", "color") if (scene_dir / f"{k}.npy").is_file()]
     scene = read_scene(scene_dir, keys)
-    desc = point_descriptors(
-        scene["coord"], scene.get("color"), scene.get("superpoint"), k=cfg.k, column=cfg.column
-    )
-    add_arrays(scene_dir, {DESCRIPTOR_KEY: desc})
+    normal = scene_normals(scene_dir, len(scene["coord"]))
+    region = grow_regions(scene["coord"], normal, cfg.region_c)
+    desc = point_descriptors(scene["coord"], scene.get("color"), region, k=cfg.k, column=cfg.column)
+    add_arrays(scene_dir, {DESCRIPTOR_KEY: desc, REGION_KEY: region})
     write_json_atomic(_settings_file(scene_dir), cfg.settings())
 
 
@@ -110,4 +148,12 @@ def run_descriptor_pass(scene_dirs: Sequence[Path], cfg: Descriptors, workers: i
     return run_jobs(jobs, workers, desc="descriptors")
 
 
-__all__ = ["DESCRIPTOR_KEY", "Descriptors", "as_descriptors", "descriptors_problem", "run_descriptor_pass"]
+__all__ = [
+    "DESCRIPTOR_KEY",
+    "REGION_KEY",
+    "Descriptors",
+    "grow_regions",
+    "as_descriptors",
+    "descriptors_problem",
+    "run_descriptor_pass",
+]
