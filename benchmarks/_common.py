@@ -51,3 +51,17 @@ def timeit(fn, *, repeat: int = 5, warmup: int = 1) -> float:
         times.append(time.perf_counter() - t0)
     times.sort()
     return times[len(times) // 2]
+
+
+def run_cli(subcommand: str, config: Path, args: list[str]) -> Any:
+    """``unsup3d SUBCOMMAND --config CONFIG ARGS`` in this process (printed first); returns the CLI."""
+    from unsup3d.cli import Unsup3DCLI
+
+    print(f"--- unsup3d {subcommand} --config {config.name} {' '.join(args)}", flush=True)
+    return Unsup3DCLI(args=[subcommand, "--config", str(config), *args])
+
+
+def val_metrics(cli: Any) -> tuple[float, float]:
+    """The run's last ``val/miou`` and ``val/acc`` (fractions)."""
+    m = cli.trainer.callback_metrics
+    return float(m["val/miou"]), float(m["val/acc"])

@@ -56,9 +56,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import write_row  # noqa: E402
+from benchmarks._common import run_cli, val_metrics, write_row  # noqa: E402
 from benchmarks._oracle_teacher import write_oracle_targets  # noqa: E402
-from unsup3d.cli import Unsup3DCLI, preprocess  # noqa: E402
+from unsup3d.cli import preprocess  # noqa: E402
 from unsup3d.clustering import kmeans  # noqa: E402
 from unsup3d.data.feature_pass import SEEN_KEY, TARGET_KEY  # noqa: E402
 from unsup3d.metrics import HungarianMIoU  # noqa: E402
@@ -83,16 +83,6 @@ ROWS = [
     ("+ non-parametric classifier", {"nonparametric": "true", "superpoint_pooling": "false"}),
     ("+ super-voxel pooling", {"nonparametric": "true", "superpoint_pooling": "true"}),
 ]
-
-
-def _run(subcommand: str, config: Path, args: list[str]) -> Unsup3DCLI:
-    print(f"--- unsup3d {subcommand} --config {config.name} {' '.join(args)}", flush=True)
-    return Unsup3DCLI(args=[subcommand, "--config", str(config), *args])
-
-
-def _val(cli: Unsup3DCLI) -> tuple[float, float]:
-    m = cli.trainer.callback_metrics
-    return float(m["val/miou"]), float(m["val/acc"])
 
 
 def teacher_args(teacher: str, data_root: Path) -> tuple[list[str], list[str]]:
@@ -243,11 +233,11 @@ def main() -> None:
             svc_common += ["--trainer.max_epochs", str(args.svc_epochs),
                            "--trainer.check_val_every_n_epoch", str(args.svc_epochs)]  # fmt: skip
         t0 = time.perf_counter()
-        random_row = _run(
+        random_row = run_cli(
             "validate", QUICK / "pointdc_svc.yaml", [*svc_common, "--model.init_args.init_checkpoint", "null"]
         )
-        results["random clustering"].append(_val(random_row))
-        cmd = _run("fit", QUICK / "pointdc_cmd.yaml", cmd_args)
+        results["random clustering"].append(val_metrics(random_row))
+        cmd = run_cli("fit", QUICK / "pointdc_cmd.yaml", cmd_args)
         ckpt = cmd.trainer.checkpoint_callback.last_model_path
         svc_hp = random_row.model.hparams  # K and the K-means iterations of the SVC recipe's evaluation
         mv = multiview_clustering(
@@ -257,10 +247,10 @@ def main() -> None:
         results[MULTI_VIEW].append((mv.pop("miou"), mv.pop("acc")))
         extras[MULTI_VIEW] = {**mv, "unseen_superpoints": "unmatched"}
         with_cmd = [*svc_common, "--model.init_args.init_checkpoint", ckpt]
-        results["CMD"].append(_val(_run("validate", QUICK / "pointdc_svc.yaml", with_cmd)))
+        results["CMD"].append(val_metrics(run_cli("validate", QUICK / "pointdc_svc.yaml", with_cmd)))
         for name, switches in ROWS[3:]:  # the SVC rows
             extra = [a for k, v in switches.items() for a in (f"--model.init_args.{k}", v)]
-            results[name].append(_val(_run("fit", QUICK / "pointdc_svc.yaml", [*with_cmd, *extra])))
+            results[name].append(val_metrics(run_cli("fit", QUICK / "pointdc_svc.yaml", [*with_cmd, *extra])))
         del cmd
         for name, _ in ROWS:
             miou, acc = results[name][-1]

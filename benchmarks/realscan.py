@@ -38,8 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import write_row  # noqa: E402
-from unsup3d.cli import Unsup3DCLI  # noqa: E402
+from benchmarks._common import run_cli, val_metrics, write_row  # noqa: E402
 from unsup3d.clustering import kmeans  # noqa: E402
 from unsup3d.data.datamodules import SceneFolderDataModule  # noqa: E402
 from unsup3d.data.prepare import load_npy  # noqa: E402
@@ -103,16 +102,6 @@ def kmeans_handcrafted(dm: SceneFolderDataModule, num_classes: int, seed: int) -
     return float(out["miou"]), float(out["acc"])
 
 
-def _cli(subcommand: str, config: Path, args: list[str]) -> Unsup3DCLI:
-    print(f"--- unsup3d {subcommand} --config {config.name} {' '.join(args)}", flush=True)
-    return Unsup3DCLI(args=[subcommand, "--config", str(config), *args])
-
-
-def _val(cli: Unsup3DCLI) -> tuple[float, float]:
-    m = cli.trainer.callback_metrics
-    return float(m["val/miou"]), float(m["val/acc"])
-
-
 def _quiet(seed: int, work: Path) -> list[str]:
     return [
         "--seed_everything", str(seed), "--trainer.enable_progress_bar", "false",
@@ -162,27 +151,27 @@ def run_row(row: str, root: Path, dm, args: argparse.Namespace, seed: int, k: in
     scratch = ["--model.init_args.init_checkpoint", "null"]
     if row == "random-clustering":
         svc = [*_quiet(seed, args.work), *_data(root, args, False), *_svc(args, seed, k), *scratch]
-        return _val(_cli("validate", QUICK / "pointdc_svc.yaml", svc))
+        return val_metrics(run_cli("validate", QUICK / "pointdc_svc.yaml", svc))
     if row == "svc-scratch":
         svc = [*_quiet(seed, args.work), *_data(root, args, False), *_svc(args, seed, k), *scratch]
-        return _val(_cli("fit", QUICK / "pointdc_svc.yaml", svc))
+        return val_metrics(run_cli("fit", QUICK / "pointdc_svc.yaml", svc))
     out = str(args.work / f"{row}-seed{seed}")
     if row == "teacher-free":
         svc = [*_quiet(seed, args.work), *_data(root, args, True), *_svc(args, seed, k)]
         init = ["--model.init_args.init_checkpoint", "null"]
         if args.teacher_free_cmd:  # CMD distilling the descriptors first
             cmd = [*_cmd(root, args, seed, k, out), *_data(root, args, True)]
-            cli = _cli("fit", QUICK / "pointdc_geometric_cmd.yaml", cmd)
+            cli = run_cli("fit", QUICK / "pointdc_geometric_cmd.yaml", cmd)
             init = ["--model.init_args.init_checkpoint", cli.trainer.checkpoint_callback.last_model_path]
-        return _val(_cli("fit", QUICK / "pointdc_geometric_svc.yaml", [*svc, *init]))
+        return val_metrics(run_cli("fit", QUICK / "pointdc_geometric_svc.yaml", [*svc, *init]))
     if row == "teacher":
         targets = {"teacher": args.teacher, "allow_random_teacher": False, "views": "render"}
         cmd = [*_cmd(root, args, seed, k, out), *_data(root, args, False)]
         cmd += ["--data.init_args.feature_targets", json.dumps(targets)]
-        ckpt = _cli("fit", QUICK / "pointdc_cmd.yaml", cmd).trainer.checkpoint_callback.last_model_path
+        ckpt = run_cli("fit", QUICK / "pointdc_cmd.yaml", cmd).trainer.checkpoint_callback.last_model_path
         svc = [*_quiet(seed, args.work), *_data(root, args, False), *_svc(args, seed, k)]
         svc += ["--model.init_args.init_checkpoint", ckpt]
-        return _val(_cli("fit", QUICK / "pointdc_svc.yaml", svc))
+        return val_metrics(run_cli("fit", QUICK / "pointdc_svc.yaml", svc))
     raise ValueError(f"unknown row {row!r}")
 
 
