@@ -122,9 +122,10 @@ class PassProbe:
 
 
 @torch.no_grad()
-def hoarding_superpoint_features(backbone, loader, device):
+def hoarding_superpoint_features(backbone, loader, device, scale=None):
     """The counter-example: ``superpoint_features`` that keeps every point's features until the
     stream ends and only then reduces them to super-voxel means (same result, O(points x D))."""
+    assert scale is None  # the cosine clustering only (no descriptors)
     kept, scenes, ids = [], [], []
     for batch in loader:
         f = F.normalize(backbone(batch["sparse"].to(device), batch["inverse"].to(device)), dim=1)
