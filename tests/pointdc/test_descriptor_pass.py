@@ -51,6 +51,9 @@ def test_pass_writes_caches_and_redoes(tmp_path: Path) -> None:
     first.write_bytes(b"broken")
     run_descriptor_pass(dirs, cfg)
     assert np.load(first).shape == (500, 14)  # damaged: redone
+    (dirs[0] / "region.npy").unlink()
+    run_descriptor_pass(dirs, cfg)
+    np.testing.assert_array_equal(np.load(dirs[0] / "region.npy"), region)  # missing regions: redone
     run_descriptor_pass(dirs, Descriptors(k=12))
     assert json.loads((dirs[0] / "descriptor.json").read_text())["k"] == 12  # other settings: redone
 

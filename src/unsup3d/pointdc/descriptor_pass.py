@@ -80,7 +80,11 @@ def descriptors_problem(scene_dir: Path, settings: dict[str, Any]) -> str | None
         return "descriptor.json is unreadable"
     if recorded != settings:
         return "other settings"
-    return npy_problem(scene_dir / f"{DESCRIPTOR_KEY}.npy")
+    for key in (DESCRIPTOR_KEY, REGION_KEY):  # both arrays are the pass's output
+        problem = npy_problem(scene_dir / f"{key}.npy")
+        if problem:
+            return f"{key}.npy: {problem}"
+    return None
 
 
 def grow_regions(coord: np.ndarray, normal: np.ndarray | None, c: float) -> np.ndarray:

@@ -132,8 +132,6 @@ class SVCModule(LightningModule):
         if reset or fixed:
             self.classifier.set_centroids(self.centroids[:, : self.backbone.out_channels])
         self.classifier.weight.requires_grad_(not fixed)
-        # the release's fixed classifier scores unnormalised features (|f| cos); the warm-up's is a cosine
-        self.classifier.normalize_input = not fixed or self.hparams.fixed_normalize
 
     def on_fit_start(self) -> None:
         if self._due(self.current_epoch):
@@ -160,6 +158,7 @@ class SVCModule(LightningModule):
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """Per-point logits against the clusters."""
+        # the release's fixed classifier scores unnormalised features (|f| cos), the warm-up's a cosine;
         # a function of the epoch alone, so a run resumed mid-epoch scores as the uninterrupted one
         self.classifier.normalize_input = not self._fixed(self.current_epoch) or self.hparams.fixed_normalize
         return self.classifier(self.backbone(batch["sparse"], batch["inverse"]))
