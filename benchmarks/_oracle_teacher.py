@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from unsup3d.data.feature_pass import SEEN_KEY, SETTINGS_FILE, TARGET_KEY
 from unsup3d.data.prepare import load_npy, save_npy_atomic, write_json_atomic
+from unsup3d.pointdc.feature_pass import SEEN_KEY, SETTINGS_FILE, TARGET_KEY
 
 
 def class_table(num_classes: int, dim: int, seed: int = 0) -> np.ndarray:

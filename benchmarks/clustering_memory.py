@@ -1,6 +1,6 @@
 """Peak memory of SVC's clustering pass against the size of every point's features.
 
-The pass (``unsup3d.stages.clustering_pass.cluster_pass``, PointDC Eq. 8-10) streams the training
+The pass (``unsup3d.pointdc.clustering_pass.cluster_pass``, PointDC Eq. 8-10) streams the training
 scenes through the backbone and keeps only super-voxel mean features, then K-means, then a second
 stream for per-point labels (int16). Its peak should be about one batch's forward plus the means and
 labels, never ``points x D x 4`` bytes. Synthetic rooms are generated (cached under ``--data-root``)
@@ -30,7 +30,7 @@ from benchmarks._common import write_row  # noqa: E402
 from benchmarks._memory import MB, PeakMemory, child_result, run_child  # noqa: E402
 from unsup3d.data.datamodules import ScanNetDataModule  # noqa: E402
 from unsup3d.data.scene_folder import settings_key  # noqa: E402
-from unsup3d.data.synthetic.rooms import SyntheticRoomsConfig, generate_rooms  # noqa: E402
+from unsup3d.synthetic.rooms import SyntheticRoomsConfig, generate_rooms  # noqa: E402
 
 HERE = Path(__file__).resolve()
 
@@ -77,7 +77,7 @@ def backbone(spec: dict[str, Any], device: torch.device) -> torch.nn.Module:
 
 
 def child_pass(spec: dict[str, Any]) -> dict[str, Any]:
-    from unsup3d.stages.clustering_pass import cluster_pass
+    from unsup3d.pointdc.clustering_pass import cluster_pass
 
     device = torch.device(spec["device"])
     dm = rooms_datamodule(spec, prepare=False)

@@ -26,14 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import timeit, write_row  # noqa: E402
 from unsup3d.data.datamodules import SyntheticRoomsDataModule  # noqa: E402
-from unsup3d.data.feature_pass import (  # noqa: E402
+from unsup3d.data.scene_folder import list_scenes, read_scene  # noqa: E402
+from unsup3d.pointdc.feature_pass import (  # noqa: E402
     FeatureTargets,
     load_teacher,
     run_feature_pass,
     scene_views,
 )
-from unsup3d.data.scene_folder import list_scenes, read_scene  # noqa: E402
-from unsup3d.vision import compute_targets  # noqa: E402
+from unsup3d.pointdc.lifting import compute_targets  # noqa: E402
 
 TEACHERS = {
     "tiny": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},

@@ -22,8 +22,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import write_row  # noqa: E402
-from unsup3d.data.lidar import cluster_points, remove_ground  # noqa: E402
-from unsup3d.data.tracking import track_sequence  # noqa: E402
+from unsup3d.stssl.ground_clusters import cluster_points, remove_ground  # noqa: E402
+from unsup3d.stssl.tracking import track_sequence  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SEQ = REPO / "samples" / "semantickitti_seq00" / "sequences" / "00"

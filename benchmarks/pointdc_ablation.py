@@ -60,8 +60,8 @@ from benchmarks._common import run_cli, val_metrics, write_row  # noqa: E402
 from benchmarks._oracle_teacher import write_oracle_targets  # noqa: E402
 from unsup3d.cli import preprocess  # noqa: E402
 from unsup3d.clustering import kmeans  # noqa: E402
-from unsup3d.data.feature_pass import SEEN_KEY, TARGET_KEY  # noqa: E402
 from unsup3d.metrics import HungarianMIoU  # noqa: E402
+from unsup3d.pointdc.feature_pass import SEEN_KEY, TARGET_KEY  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 QUICK = REPO / "experiments" / "quickstart"

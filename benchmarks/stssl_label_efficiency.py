@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._common import write_row  # noqa: E402
 from unsup3d.data.datamodules import SyntheticLidarDataModule  # noqa: E402
 from unsup3d.models import MinkUNet  # noqa: E402
-from unsup3d.stages.finetune import FinetuneModule  # noqa: E402
-from unsup3d.stages.interframe import InterFrameModule  # noqa: E402
-from unsup3d.stages.p2c import P2CModule  # noqa: E402
+from unsup3d.stssl.finetune import FinetuneModule  # noqa: E402
+from unsup3d.stssl.interframe import InterFrameModule  # noqa: E402
+from unsup3d.stssl.p2c import P2CModule  # noqa: E402
 
 ROWS = ("scratch", "p2c", "p2c+interframe")
 

@@ -1,7 +1,7 @@
 """STSSL's unsupervised tracking on the real KITTI scans, with and without poses (STSSL Sec. 3.1, 4.3).
 
 Clusters each of the 10 scans of SemanticKITTI sequence 00 in samples/ with
-``unsup3d.data.lidar.cluster_points`` (not timed), then tracks them location-only (``D = D_loc``, what
+``unsup3d.stssl.cluster_points`` (not timed), then tracks them location-only (``D = D_loc``, what
 ``prepare_data`` caches before the inter-frame stage re-tracks with features) in two settings:
 
 - ``scan frame``: each scan in its own sensor frame, the paper's setting ("without requiring any pose
@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import timeit, write_row  # noqa: E402
 from unsup3d.data.formats import semantic_kitti as sk  # noqa: E402
-from unsup3d.data.lidar import cluster_points  # noqa: E402
-from unsup3d.data.tracking import to_world, track_sequence, tracking_stats  # noqa: E402
+from unsup3d.stssl.ground_clusters import cluster_points  # noqa: E402
+from unsup3d.stssl.tracking import to_world, track_sequence, tracking_stats  # noqa: E402
 
 DEFAULT_SEQ = Path(__file__).resolve().parent.parent / "samples" / "semantickitti_seq00"
 

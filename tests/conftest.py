@@ -1,4 +1,5 @@
-"""Shared fixtures: the real LiDAR samples that ship in samples/, and GPU / slow markers."""
+"""Shared fixtures: the real LiDAR samples that ship in samples/, a tiny synthetic-room data root (generated
+once per session) shared by the stage tests, and GPU / slow markers."""
 
 from __future__ import annotations
 
@@ -17,6 +18,15 @@ def _sample_data_root() -> Path:
 
 
 SAMPLE_DATA = _sample_data_root()
+
+TINY_ROOMS = [
+    "--data.init_args.num_scenes",
+    "3",
+    "--data.init_args.num_val",
+    "1",
+    "--data.init_args.frames_per_scene",
+    "2",
+]
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +51,16 @@ def kitti_seq_dir(sample_data: Path) -> Path:
 def nuscenes_sweep(sample_data: Path) -> Path:
     """One nuScenes LIDAR_TOP sweep, 34,688 points of (x, y, z, intensity, ring)."""
     return next((sample_data / "nuscenes_sample" / "samples" / "LIDAR_TOP").glob("*.pcd.bin"))
+
+
+@pytest.fixture(scope="session")
+def rooms_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data_root for ``SyntheticRoomsDataModule(num_scenes=3, num_val=1, frames_per_scene=2)``."""
+    from unsup3d.data.datamodules import SyntheticRoomsDataModule
+
+    root = tmp_path_factory.mktemp("rooms")
+    SyntheticRoomsDataModule(num_scenes=3, num_val=1, frames_per_scene=2, data_root=str(root)).prepare_data()
+    return root
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks._oracle_teacher import class_table, oracle_features, write_oracle_targets
-from unsup3d.data.feature_pass import SETTINGS_FILE, is_current
+from unsup3d.pointdc.feature_pass import SETTINGS_FILE, is_current
 
 
 def test_oracle_features_follow_the_class_table():

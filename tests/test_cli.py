@@ -131,8 +131,8 @@ NO_BATCH_SISE = (
 CONFIG_ERRORS = {
     "unknown-class": (
         ("svc.SVCModule", "svc.NoSuchModule"), [],
-        "model.class_path: unsup3d.stages.svc.NoSuchModule is not importable "
-        "(no NoSuchModule in unsup3d.stages.svc; did you mean SVCModule?)",
+        "model.class_path: unsup3d.pointdc.svc.NoSuchModule is not importable "
+        "(no NoSuchModule in unsup3d.pointdc.svc; did you mean SVCModule?)",
     ),
     "misspelt-data-module": (
         ("SyntheticRoomsDataModule", "SyntheticRoomDataModule"), [],
@@ -140,7 +140,7 @@ CONFIG_ERRORS = {
         f"(no SyntheticRoomDataModule in {DM}; did you mean SyntheticRoomsDataModule?)",
     ),
     "not-a-module": (
-        ("unsup3d.stages.svc.SVCModule", "torch.nn.Linear"), [],
+        ("unsup3d.pointdc.svc.SVCModule", "torch.nn.Linear"), [],
         "model.class_path: torch.nn.Linear is not a LightningModule",
     ),
     "unknown-arg": (("batch_size:", "batch_sise:"), [], NO_BATCH_SISE),

@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from unsup3d.data import datamodules as dms
-from unsup3d.data.feature_pass import TARGET_KEY, is_current, target_dim
 from unsup3d.data.lidar_frames import FrameRef, LidarFrameDataset
-from unsup3d.data.lidar_tracks import TrackSettings, track_frames
 from unsup3d.data.prepare import load_npy
 from unsup3d.data.scene_folder import read_scene, usable_scenes, write_scene
+from unsup3d.pointdc.feature_pass import TARGET_KEY, is_current, target_dim
+from unsup3d.stssl.track_cache import TrackSettings, track_frames
 
 
 class WritesMarker:
@@ -65,7 +65,7 @@ def test_pickled_checkpoint_is_refused_and_nothing_runs(tmp_path: Path) -> None:
     from lightning.pytorch.demos.boring_classes import BoringModel
 
     from unsup3d.cli import check_checkpoint
-    from unsup3d.stages.common import load_backbone
+    from unsup3d.training.common import load_backbone
 
     marker = tmp_path / "ran"
     ckpt = _evil_checkpoint(tmp_path / "evil.ckpt", marker)

@@ -1,7 +1,7 @@
 """Console scripts ``lightning`` and ``unsup3d``: LightningCLI in subclass mode.
 
-Any stage (a ``LightningModule`` under ``unsup3d.stages``) and any data module (under
-``unsup3d.data.datamodules``) is picked by its ``class_path`` in a YAML config, so
+Any stage (a ``LightningModule`` of :mod:`unsup3d.pointdc` or :mod:`unsup3d.stssl`) and any data module
+(under ``unsup3d.data.datamodules``) is picked by its ``class_path`` in a YAML config, so
 ``unsup3d fit --config experiments/<recipe>.yaml`` runs every recipe without a registry. Besides
 LightningCLI's ``fit``, ``validate``, ``test`` and ``predict``, ``unsup3d`` has three commands of its own:
 

@@ -7,7 +7,7 @@ runs LightningCLI's ``validate`` (or ``test``) on the recipe with the checkpoint
 built exactly as ``unsup3d validate`` builds it (the checkpoint's own hyper-parameters over the
 recipe's; its ``init_checkpoint`` is not read, the checkpoint's weights replace it), the data comes
 from the recipe, and the checkpoint loads with ``weights_only=True``. The
-stages log ``<split>/miou``, ``<split>/acc`` and ``<split>/iou/<class>`` (``stages/evaluation.py``);
+stages log ``<split>/miou``, ``<split>/acc`` and ``<split>/iou/<class>`` (``training/evaluation.py``);
 those are printed as a table and returned. Nothing is logged or saved unless the command line asks
 (``--trainer.logger ...``).
 """

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from unsup3d.callbacks import ValidationMedia, aligned_confusion, aligned_ids
 from unsup3d.metrics import HungarianMIoU
 from unsup3d.metrics.hungarian import hungarian_miou
-from unsup3d.stages.evaluation import log_metric
+from unsup3d.training.evaluation import log_metric
 
 
 def test_aligned_confusion_and_ids_match_their_definition() -> None:

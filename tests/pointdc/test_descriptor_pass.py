@@ -83,7 +83,7 @@ def test_scene_folder_module_carries_descriptors_per_point(tmp_path: Path) -> No
 
 
 def test_descriptor_weights_name_known_groups() -> None:
-    from unsup3d.stages.clustering_pass import descriptor_scale
+    from unsup3d.pointdc.clustering_pass import descriptor_scale
 
     scale = descriptor_scale({"color": 0.5, "height": 2.0})
     assert scale.shape == (14,) and float(scale[:3].sum()) == pytest.approx(1.5)

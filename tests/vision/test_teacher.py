@@ -6,14 +6,8 @@ import pytest
 import torch
 import transformers
 
-from unsup3d.vision import (
-    KNOWN_CONFIGS,
-    TeacherWeightsNotFoundError,
-    ViTTeacher,
-    cameras_around,
-    compute_targets,
-    views_from_render,
-)
+from unsup3d.pointdc.lifting import compute_targets, views_from_render
+from unsup3d.vision import KNOWN_CONFIGS, TeacherWeightsNotFoundError, ViTTeacher, cameras_around
 
 TINY = {
     "model_type": "vit",

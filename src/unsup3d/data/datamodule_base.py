@@ -226,5 +226,5 @@ class PointCloudDataModule(LightningDataModule):
         """The training scenes in order, unaugmented: for dataset-wide clustering passes."""
         if "train_eval" not in self.datasets:
             self.setup("fit")
-        # every process sees the whole order; the passes share it out themselves (stages.common.rank_share)
+        # every process sees the whole order; the passes share it out themselves (training.common.rank_share)
         return self._loader("train_eval", self.val_batch_size, shuffle=False, shard=False)

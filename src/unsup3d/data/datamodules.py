@@ -15,13 +15,6 @@ from typing import Any, Literal
 
 from unsup3d.data.datamodule_base import PointCloudDataModule
 from unsup3d.data.datasets import FeatureFn, color_coord_descriptor_features
-from unsup3d.data.feature_pass import (
-    SEEN_KEY,
-    TARGET_KEY,
-    FeatureTargets,
-    as_feature_targets,
-    run_feature_pass,
-)
 from unsup3d.data.formats.s3dis import S3DIS_CLASS_NAMES
 from unsup3d.data.formats.scannet_labels import SCANNET20_CLASS_NAMES
 from unsup3d.data.lidar_datamodules import LidarDataModule
@@ -44,6 +37,13 @@ from unsup3d.data.scene_folder import (
     write_scene,
 )
 from unsup3d.pointdc.descriptor_pass import DESCRIPTOR_KEY, Descriptors, as_descriptors, run_descriptor_pass
+from unsup3d.pointdc.feature_pass import (
+    SEEN_KEY,
+    TARGET_KEY,
+    FeatureTargets,
+    as_feature_targets,
+    run_feature_pass,
+)
 
 # -- indoor datasets ------------------------------------------------------------------------------
 
@@ -88,7 +88,7 @@ class IndoorDataModule(PointCloudDataModule):
 
     Args:
         feature_targets: settings of CMD's 2D feature pass
-            (:class:`~unsup3d.data.feature_pass.FeatureTargets`). When set, ``prepare_data`` writes
+            (:class:`~unsup3d.pointdc.feature_pass.FeatureTargets`). When set, ``prepare_data`` writes
             ``cmd_target.npy`` / ``cmd_seen.npy`` into the scenes of its ``splits`` (resumable), and
             batches carry them as per-point ``cmd_target`` / ``cmd_seen``.
         descriptors: settings of the teacher-free path's descriptor pass
@@ -314,7 +314,7 @@ class SceneFolderDataModule(IndoorDataModule):
 
 
 class SyntheticRoomsDataModule(ScanNetDataModule):
-    """The built-in synthetic rooms (:mod:`unsup3d.data.synthetic.rooms`), generated into
+    """The built-in synthetic rooms (:mod:`unsup3d.synthetic.rooms`), generated into
     ``<data_root>/synthetic_rooms-raw-<hash>/`` in ScanNet's raw layout, then read like ScanNet."""
 
     name = "synthetic_rooms"
@@ -328,7 +328,7 @@ class SyntheticRoomsDataModule(ScanNetDataModule):
         frames_per_scene: int = 8,
         **kwargs: Any,
     ) -> None:
-        from unsup3d.data.synthetic.rooms import SyntheticRoomsConfig
+        from unsup3d.synthetic.rooms import SyntheticRoomsConfig
 
         self.config = SyntheticRoomsConfig(
             num_scenes=num_scenes, num_val=num_val, seed=generator_seed, frames_per_scene=frames_per_scene
@@ -346,7 +346,7 @@ class SyntheticRoomsDataModule(ScanNetDataModule):
         return {"name": self.name, "generator": vars(self.config)}
 
     def prepare_data(self) -> None:
-        from unsup3d.data.synthetic.rooms import generate_rooms
+        from unsup3d.synthetic.rooms import generate_rooms
 
         with preparation_lock(self.prepared_root):
             generate_rooms(self.raw_root, self.config)

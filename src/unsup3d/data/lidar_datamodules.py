@@ -3,7 +3,7 @@
 Frames are read from their raw files at load time (no copy); ``prepare_data`` computes what is
 heavy and deterministic into ``<data_root>/<name>-<settings hash>/``: the ground and DBSCAN clusters
 of every training frame (STSSL Sec. 3.1) under ``clusters/<sequence>/<frame>.npy``, and, with
-``tracks=True``, their location-only tracks under ``tracks/<key>/`` (:mod:`unsup3d.data.lidar_tracks`;
+``tracks=True``, their location-only tracks under ``tracks/<key>/`` (:mod:`unsup3d.stssl.track_cache`;
 :meth:`LidarDataModule.refresh_tracks` re-tracks with a backbone's features, Eq. 1). Training samples
 can be single frames or *pairs* (:mod:`unsup3d.data.lidar_frames`): two augmented views of frame ``t``
 and of frame ``t + k`` of the same sequence, with ``k`` drawn from ``[0, interval(epoch)]`` and the
@@ -32,7 +32,6 @@ from unsup3d.data.lidar_frames import (
     limit_voxels,
     read_frame,
 )
-from unsup3d.data.lidar_tracks import TrackSettings, feature_tracks, location_jobs, track_dir
 from unsup3d.data.prepare import (
     Job,
     npy_problem,
@@ -42,6 +41,7 @@ from unsup3d.data.prepare import (
     write_json_atomic,
 )
 from unsup3d.data.transforms import Compose, GaussianNoise, Transform, default_equivariant
+from unsup3d.stssl.track_cache import TrackSettings, feature_tracks, location_jobs, track_dir
 
 __all__ = [
     "FrameRef",
@@ -55,7 +55,7 @@ __all__ = [
 
 
 def _cluster_frame(ref: FrameRef, out: Path, settings: dict[str, Any]) -> None:
-    from unsup3d.data.lidar import cluster_points, remove_ground
+    from unsup3d.stssl.ground_clusters import cluster_points, remove_ground
 
     xyz = read_frame(ref)["coord"]
     ground = remove_ground(xyz, settings["ground_threshold"], settings["ground_iterations"], seed=0)
@@ -78,7 +78,7 @@ class LidarDataModule(PointCloudDataModule):
             STSSL's DBSCAN and RANSAC settings for the cached clusters.
         tracks: cache tracks of the training frames' clusters and serve them (``track``).
         track_alpha / track_gate / track_min_points / track_max_points / track_max_gap:
-            the tracking settings (:class:`unsup3d.data.lidar_tracks.TrackSettings`).
+            the tracking settings (:class:`unsup3d.stssl.track_cache.TrackSettings`).
         track_use_poses: match clusters in the world frame through the sequence's poses (KITTI's
             ``poses.txt``, nuScenes' ego poses) instead of in each scan's own sensor frame. Default
             False: the paper tracks without any pose sensor.
@@ -267,7 +267,7 @@ class LidarDataModule(PointCloudDataModule):
         new cache version named by the weights' digest (reused when present), and serve it; returns
         the digest. ``projector`` maps the pooled cluster features when ``track_cluster_features`` is
         ``"max_projection"``. Every rank must call it (see
-        :func:`unsup3d.data.lidar_tracks.feature_tracks`)."""
+        :func:`unsup3d.stssl.track_cache.feature_tracks`)."""
         tag = feature_tracks(
             self.split_frames("train"), self.prepared_root, self.track_settings, backbone, self.voxel_size,
             device, rank, world_size, barrier, projector,

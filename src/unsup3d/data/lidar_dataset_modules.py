@@ -145,7 +145,7 @@ class NuScenesDataModule(LidarDataModule):
 
 
 class SyntheticLidarDataModule(SemanticKITTIDataModule):
-    """The built-in synthetic LiDAR sequences (:mod:`unsup3d.data.synthetic.lidar`) in SemanticKITTI's
+    """The built-in synthetic LiDAR sequences (:mod:`unsup3d.synthetic.lidar`) in SemanticKITTI's
     layout, generated into ``<data_root>/synthetic_lidar-raw-<hash>/``; the last ``num_val``
     sequences validate. ``azimuth_steps`` and ``beams`` set the sensor's resolution (1024 x 64, about
     55k points a frame; fewer for quick runs)."""
@@ -164,7 +164,7 @@ class SyntheticLidarDataModule(SemanticKITTIDataModule):
         **kwargs: Any,
     ) -> None:
         from unsup3d.data.scene_folder import settings_key
-        from unsup3d.data.synthetic.lidar import SyntheticLidarConfig
+        from unsup3d.synthetic.lidar import SyntheticLidarConfig
 
         self.config = SyntheticLidarConfig(
             num_sequences=num_sequences, frames_per_sequence=frames_per_sequence, seed=generator_seed,
@@ -180,13 +180,13 @@ class SyntheticLidarDataModule(SemanticKITTIDataModule):
         )
 
     def preparation_settings(self) -> dict[str, Any]:
-        from unsup3d.data.synthetic.lidar import GENERATOR_VERSION
+        from unsup3d.synthetic.lidar import GENERATOR_VERSION
 
         settings = super().preparation_settings()
         return {**settings, "generator": vars(self.config), "version": GENERATOR_VERSION}
 
     def prepare_data(self) -> None:
-        from unsup3d.data.synthetic.lidar import generate_sequences
+        from unsup3d.synthetic.lidar import generate_sequences
 
         with preparation_lock(self.prepared_root):
             generate_sequences(self.raw_root, self.config)

@@ -2,7 +2,7 @@
 single frames or pairs of views, and their collation.
 
 A frame's files are read at load time through the dataset's own reader; the cached DBSCAN clusters
-(``cluster``) and track ids (``track``, :mod:`unsup3d.data.lidar_tracks`) are per-point arrays next to
+(``cluster``) and track ids (``track``, :mod:`unsup3d.stssl.track_cache`) are per-point arrays next to
 ``coord``, ``strength``, ``segment`` and ``point_index``, so they follow augmentation crops. Pairs are
 ``{"view0", "view1", "interval"}``: augmented views of frame ``t`` and ``t + k`` of one sequence, ``k``
 drawn from ``[0, interval(epoch)]`` (STSSL's schedule); with ``p2c_view`` also ``view2``, a second

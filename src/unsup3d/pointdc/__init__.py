@@ -1,8 +1,11 @@
 """PointDC (Chen et al., ICCV 2023) and its teacher-free path.
 
-Today this package holds the teacher-free path (hand-made descriptors, :mod:`.geometric`, and their
-preparation, :mod:`.descriptor_pass`); the stages still live in :mod:`unsup3d.stages` and the 2D
-feature pass in :mod:`unsup3d.data` until the layout issue moves them here.
+- :mod:`.lifting`: 2D features lifted onto points and super-voxels (Eq. 3-6); :mod:`.feature_pass`:
+  that lifting run over a data module's scenes, cached as CMD's targets.
+- :mod:`.cmd`: Cross-Modal Distillation (Eq. 7); :mod:`.clustering_pass`: the dataset-wide K-means and
+  pseudo labels (Eq. 8-10); :mod:`.svc`: Super-Voxel Clustering; :mod:`.linear_probe`: the linear probe.
+- :mod:`.geometric`, :mod:`.descriptor_pass`: the teacher-free path's hand-made descriptors and their
+  preparation.
 """
 
 from unsup3d.pointdc.geometric import DESCRIPTOR_GROUPS, point_descriptors, weight_columns

@@ -1,1 +1,0 @@
-"""unsup3d.data.synthetic."""

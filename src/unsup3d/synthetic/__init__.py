@@ -1,0 +1,1 @@
+"""unsup3d.synthetic."""

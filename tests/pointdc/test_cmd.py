@@ -1,0 +1,261 @@
+"""PointDC's CMD stage: the Eq. 7 loss against a plain loop, its masking, a few training steps, the
+validation clustering, and every CMD config run through the CLI on tiny synthetic rooms."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from unsup3d.cli import Unsup3DCLI
+from unsup3d.data.collate import collate_scenes, voxelize
+from unsup3d.data.datasets import color_coord_features
+from unsup3d.data.scene_folder import list_scenes
+from unsup3d.metrics import HungarianMIoU
+from unsup3d.metrics.hungarian import hungarian_miou
+from unsup3d.models import Res16UNet
+from unsup3d.pointdc import cmd as cmd_stage
+from unsup3d.pointdc.cmd import CMDModule, cluster_units, cmd_loss
+from unsup3d.training.common import load_backbone
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_VIT = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+
+
+def _loss_inputs(seed: int = 0, p: int = 300, d: int = 6, s: int = 15) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    sp = torch.randint(-1, s, (p,), generator=g)
+    sp[sp == 3] = 4  # super-voxel 3 has no point
+    seen = torch.rand(p, generator=g) < 0.6
+    seen[sp == 5] = False  # super-voxel 5 has points, none of them seen
+    return {
+        "pred": torch.randn(p, d, generator=g),
+        "target": torch.randn(p, d, generator=g).half(),
+        "seen": seen,
+        "superpoint": sp,
+        "num_superpoints": s,
+    }
+
+
+def _reference_loss(pred, target, seen, superpoint, num_superpoints, normalize: bool) -> tuple[float, int]:
+    """Eq. 7 written out, a loop over super-voxels in float64: for each super-voxel with a seen point,
+    the squared L2 distance between the mean prediction over all its points and the mean target over
+    its seen points (with ``normalize``, the release's variant: both means scaled to unit length
+    first); the loss is the mean of those terms."""
+    terms = []
+    for k in range(num_superpoints):
+        members = [j for j in range(len(superpoint)) if int(superpoint[j]) == k]
+        seen_members = [j for j in members if bool(seen[j])]
+        if not seen_members:
+            continue
+        p = [sum(float(pred[j, c]) for j in members) / len(members) for c in range(pred.shape[1])]
+        f = [sum(float(target[j, c]) for j in seen_members) / len(seen_members) for c in range(pred.shape[1])]
+        if normalize:
+            p_norm, f_norm = sum(x * x for x in p) ** 0.5, sum(x * x for x in f) ** 0.5
+            p, f = [x / p_norm for x in p], [x / f_norm for x in f]
+        terms.append(sum((a - b) ** 2 for a, b in zip(p, f)))
+    return sum(terms) / len(terms), len(terms)
+
+
+def test_loss_is_eq7_as_written() -> None:
+    """``normalize=False``: the squared distance of the super-voxel means themselves (Eq. 7)."""
+    inputs = _loss_inputs()
+    inputs["pred"] = inputs["pred"] * 3.0 + 1.0  # means far from unit length: normalising would show
+    loss, valid = cmd_loss(**inputs, normalize=False)
+    ref, n = _reference_loss(**inputs, normalize=False)
+    assert int(valid.sum()) == n and not valid[3] and not valid[5]
+    assert float(loss) == pytest.approx(ref, rel=1e-5)
+    normalised, _ = _reference_loss(**inputs, normalize=True)
+    assert abs(ref - normalised) > 0.1 * ref  # the two variants differ on these inputs
+
+
+def test_loss_normalised_variant_is_the_release_written_out() -> None:
+    """``normalize=True`` (the default): the release's Eq. 7 between unit-length super-voxel means."""
+    inputs = _loss_inputs(seed=2)
+    loss, valid = cmd_loss(**inputs, normalize=True)
+    ref, n = _reference_loss(**inputs, normalize=True)
+    assert int(valid.sum()) == n and not valid[3] and not valid[5]
+    assert float(loss) == pytest.approx(ref, rel=1e-5)
+    default, _ = cmd_loss(**inputs)
+    assert float(default) == float(loss)
+
+
+def test_unsupervised_points_contribute_nothing() -> None:
+    inputs = _loss_inputs(seed=1)
+    pred = inputs["pred"].clone().requires_grad_(True)
+    loss, _ = cmd_loss(**{**inputs, "pred": pred})
+    loss.backward()
+    loss = loss.detach()
+    sp, seen = inputs["superpoint"], inputs["seen"]
+    masked = (sp < 0) | (sp == 5)
+    assert pred.grad[masked].abs().max() == 0 and pred.grad[~masked].abs().max() > 0
+    # moving their predictions, or the targets of unseen points, leaves the loss as it was
+    moved = inputs["pred"].clone()
+    moved[masked] += 5.0
+    target = inputs["target"].clone()
+    target[~seen] = 7.0
+    loss2, _ = cmd_loss(**{**inputs, "pred": moved, "target": target})
+    assert float(loss2) == pytest.approx(float(loss), rel=1e-6)
+    # a batch no view saw: a zero loss that still backpropagates
+    none_seen = torch.zeros_like(seen)
+    pred.grad = None
+    zero, valid = cmd_loss(**{**inputs, "pred": pred, "seen": none_seen})
+    zero.backward()
+    assert float(zero.detach()) == 0.0 and not valid.any() and pred.grad is not None
+
+
+def _scene_batch(seed: int = 0, n: int = 2500, dim: int = 8) -> dict:
+    """A random room-sized cloud; super-voxels are 0.4 m cells, each with its own target direction."""
+    rng = np.random.default_rng(seed)
+    coord = (rng.random((n, 3)) * [3.0, 3.0, 1.5]).astype(np.float32)
+    cell = np.floor(coord / 0.4).astype(np.int64)
+    superpoint = np.unique(cell, axis=0, return_inverse=True)[1].reshape(-1)
+    directions = rng.standard_normal((superpoint.max() + 1, dim))
+    sample = {
+        "coord": coord,
+        "color": rng.integers(0, 256, (n, 3)).astype(np.uint8),
+        "segment": (superpoint % 4).astype(np.int64),
+        "superpoint": superpoint,
+        "cmd_target": (directions[superpoint] + 0.3 * rng.standard_normal((n, dim))).astype(np.float16),
+        "cmd_seen": rng.random(n) < 0.7,
+        "scene_index": np.array(0),
+    }
+    return collate_scenes([voxelize(sample, 0.1, color_coord_features(sample))])
+
+
+def test_a_few_steps_reduce_the_loss_on_a_fixed_batch() -> None:
+    torch.manual_seed(0)
+    batch = _scene_batch()
+    module = CMDModule(backbone=Res16UNet(in_channels=6, width=0.25), target_dim=8, lr=1e-2)
+    opt = module.configure_optimizers()
+    assert isinstance(opt, torch.optim.Adam)
+    losses = []
+    for _ in range(12):
+        _, pred = module(batch)
+        loss, valid = module._loss(batch, pred)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert valid.float().mean() > 0.9 and losses[-1] < 0.7 * losses[0], losses
+
+
+@pytest.mark.parametrize("replay", [1 << 22, 7])
+def test_validation_clusters_units_and_counts_their_points(monkeypatch, replay: int) -> None:
+    monkeypatch.setattr(cmd_stage, "_REPLAY_POINTS", replay)
+    g = torch.Generator().manual_seed(0)
+    groups = torch.randint(0, 3, (40,), generator=g)
+    feats = F.one_hot(groups, 3).float() + 0.05 * torch.randn(40, 3, generator=g)
+    counts = torch.randint(0, 4, (40, 5), generator=g)
+    metric = HungarianMIoU(5, 3)
+    assign = cluster_units(feats, counts, 3, metric)
+    # three well-separated groups: K-means finds them
+    assert all(len(assign[groups == c].unique()) == 1 for c in range(3)) and len(assign.unique()) == 3
+    # the metric saw each unit's points with the unit's cluster, as a per-point evaluation would
+    preds = torch.cat([assign[u].repeat(int(counts[u].sum())) for u in range(40)])
+    labels = torch.cat([torch.arange(5).repeat_interleave(counts[u]) for u in range(40)])
+    ref = hungarian_miou(preds, labels, 5, 3)
+    out = metric.compute()
+    assert torch.equal(metric.confusion.cpu(), torch.zeros(3, 5, dtype=torch.int64).index_put_(
+        (preds, labels), torch.ones_like(preds), accumulate=True))  # fmt: skip
+    assert float(out["miou"]) == pytest.approx(float(ref["miou"])) and float(out["acc"]) == pytest.approx(
+        float(ref["acc"])
+    )
+
+
+# -- the configs, through the CLI ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cli_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data root for every CLI run: the rooms are generated and converted once."""
+    return tmp_path_factory.mktemp("cmd_cli")
+
+
+def _tiny_data_args(root: Path) -> list[str]:
+    ft = "--data.init_args.feature_targets."
+    return [
+        "--data.class_path=unsup3d.data.datamodules.SyntheticRoomsDataModule",
+        "--data.init_args.num_scenes=2",
+        "--data.init_args.num_val=1",
+        "--data.init_args.frames_per_scene=2",
+        f"--data.init_args.data_root={root / 'data'}",
+        "--data.init_args.voxel_size=0.1",
+        "--data.init_args.batch_size=1",
+        "--data.init_args.num_workers=0",
+        "--data.init_args.prepare_workers=1",
+        f"{ft}allow_random_teacher=true",
+        f"{ft}random_teacher_config={json.dumps(TINY_VIT)}",
+        f"{ft}cache_dir={root / 'no_hf_cache'}",
+        f"{ft}frame_every=1",
+        f"{ft}num_views=3",
+        f"{ft}image_size=[48, 64]",
+        "--model.init_args.target_dim=null",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
+
+
+@pytest.mark.parametrize(
+    "config", ["pointdc_cmd.yaml", "pointdc_s3dis_cmd.yaml", "quickstart/pointdc_cmd.yaml"]
+)
+def test_config_runs_one_step(config: str, cli_data: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the configs' relative output folders land here
+    args = ["fit", f"--config={REPO / 'experiments' / config}", *_tiny_data_args(cli_data)]
+    if not config.startswith("quickstart"):  # the paper's full-width backbone: made small for a CPU test
+        args.append("--model.init_args.backbone.init_args.width=0.25")
+    with pytest.warns(UserWarning, match="RANDOM 2D TEACHER"):
+        cli = Unsup3DCLI(args=[*args, "--trainer.fast_dev_run=true"])
+    metrics = cli.trainer.callback_metrics
+    assert torch.isfinite(metrics["train/loss"])
+    assert 0.0 <= float(metrics["val/miou"]) <= 1.0 and 0.0 <= float(metrics["val/acc"]) <= 1.0
+    assert cli.model.hparams.target_dim == 32  # read from the tiny teacher's targets
+    scene = list_scenes(cli.datamodule.prepared_root, "train")[0]
+    record = json.loads((scene / "cmd_target.json").read_text())["settings"]
+    assert record["views"] == ("render" if "s3dis" in config else "frames")  # S3DIS has no frames: rendered
+
+
+@pytest.mark.parametrize("config", ["pointdc_geometric_cmd.yaml", "quickstart/pointdc_geometric_cmd.yaml"])
+def test_teacher_free_config_runs_one_step(config: str, cli_data: Path, tmp_path: Path, monkeypatch) -> None:
+    """The teacher-free recipes distil the scenes' descriptors: no 2D teacher is loaded."""
+    monkeypatch.chdir(tmp_path)
+    data = [a for a in _tiny_data_args(tmp_path) if not a.startswith("--data.init_args.feature_targets")]
+    args = ["fit", f"--config={REPO / 'experiments' / config}", *data]
+    args.append("--model.init_args.backbone.init_args.width=0.25")
+    cli = Unsup3DCLI(args=[*args, "--trainer.fast_dev_run=true"])
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+    assert cli.model.hparams.target_dim == 14
+    scene = list_scenes(cli.datamodule.prepared_root, "train")[0]
+    assert (scene / "descriptor.npy").is_file() and not (scene / "cmd_target.npy").exists()
+
+
+def test_quickstart_checkpoint_loads_without_pickles(cli_data: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = [
+        "fit",
+        f"--config={REPO / 'experiments' / 'quickstart' / 'pointdc_cmd.yaml'}",
+        *_tiny_data_args(cli_data),
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=1",
+        "--trainer.limit_val_batches=1",
+        "--trainer.check_val_every_n_epoch=1",
+        "--data.init_args.feature_targets.splits=[train, val]",
+    ]
+    with pytest.warns(UserWarning, match="RANDOM 2D TEACHER"):
+        cli = Unsup3DCLI(args=args)
+    assert torch.isfinite(cli.trainer.callback_metrics["val/loss"])  # validation scenes with targets
+    path = tmp_path / "outputs" / "quickstart" / "cmd" / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    assert ckpt["hyper_parameters"]["target_dim"] == 32
+    backbone = Res16UNet(in_channels=6, width=0.5)
+    load_backbone(backbone, path)
+    state = ckpt["state_dict"]
+    assert torch.equal(backbone.state_dict()["conv0p1s1.kernel"], state["backbone.conv0p1s1.kernel"])
+    module = CMDModule(backbone=Res16UNet(in_channels=6, width=0.5), target_dim=32)
+    module.load_state_dict(state)  # strict: nothing else is stored in the weights

@@ -1,0 +1,211 @@
+"""PointDC's SVC stage: pseudo labels (Eq. 8-10) against loops, training, configs, checkpoints."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import TINY_ROOMS
+from unsup3d.cli import main
+from unsup3d.data.datamodules import SyntheticRoomsDataModule
+from unsup3d.pointdc.clustering_pass import PseudoLabels, cluster_pass
+from unsup3d.pointdc.svc import SVCModule
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _dm(root: Path, **kw) -> SyntheticRoomsDataModule:
+    dm = SyntheticRoomsDataModule(
+        num_scenes=3, num_val=1, frames_per_scene=2, data_root=str(root), voxel_size=0.1, batch_size=2, **kw
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def _backbone() -> torch.nn.Module:
+    from unsup3d.models import Res16UNet
+
+    torch.manual_seed(0)
+    return Res16UNet(in_channels=6, width=0.25).eval()
+
+
+def test_pseudo_labels_lookup_and_state_round_trip() -> None:
+    labels = PseudoLabels(
+        {0: torch.tensor([3, -1, 5], dtype=torch.int16)}, {1: torch.tensor([7, 8, 9], dtype=torch.int16)}
+    )
+    out = labels.lookup(
+        scene_index=torch.tensor([0, 1]),
+        point_batch=torch.tensor([0, 0, 0, 1, 1]),
+        superpoint_id=torch.tensor([2, 1, -1, 0, 0]),
+        point_index=torch.tensor([0, 1, 2, 2, 0]),
+    )
+    assert out.tolist() == [5, -1, -1, 9, 7]
+    back = PseudoLabels.from_state(labels.state())
+    assert torch.equal(back.by_superpoint[0], labels.by_superpoint[0]) and torch.equal(
+        back.by_point[1], labels.by_point[1]
+    )
+
+
+def _within(got: torch.Tensor, scores: torch.Tensor, tol: float = 1e-5) -> None:
+    """Each row's label is its best score's (``scores`` float64, higher is better); a label within
+    ``tol`` of the best is a float32 tie the code may break either way, and must stay rare."""
+    best = scores.argmax(1)
+    assert (got >= 0).all() and (got < scores.shape[1]).all()
+    assert (scores.gather(1, got[:, None]).squeeze(1) >= scores.max(1).values - tol).all()
+    assert (got == best).float().mean() > 0.995
+
+
+@pytest.mark.parametrize("joint", [False, True], ids=["cosine", "joint"])
+@pytest.mark.parametrize("mode", ["basic", "nonparametric", "pooled"])
+def test_cluster_pass_labels_against_a_loop(rooms_root: Path, mode: str, joint: bool) -> None:
+    """Eq. 8-10 from scratch, over every super-voxel and every point of the training scenes: the
+    backbone run here on each batch, unit point features, each super-voxel's mean by a loop over
+    super-voxels, and the labels each equation gives with the centroids ``cluster_pass`` returns.
+    ``joint``: the teacher-free path's clustering of ``[S_vox(f) / |S_vox(f)|, S_vox(d) * scale]``,
+    Euclidean: the nearest centroid in that space (Eq. 9's score ``-|[f, d] - mu|^2 / 2``)."""
+    from unsup3d.pointdc.clustering_pass import descriptor_scale
+
+    dm = _dm(rooms_root, descriptors=joint or None)
+    scale = descriptor_scale({"color": 1.0, "height": 2.0, "shape": 0.5, "segment": 1.0}) if joint else None
+    backbone = _backbone()
+    loader_fn = dm.cluster_dataloader
+    k = 5
+    centroids, labels = cluster_pass(
+        backbone,
+        loader_fn,
+        k,
+        torch.device("cpu"),
+        nonparametric=mode != "basic",
+        superpoint_pooling=mode == "pooled",
+        scale=scale,
+    )
+    width = backbone.out_channels + (0 if scale is None else len(scale))
+    assert centroids.shape == (k, width)
+    mu = centroids.double()
+    if not joint:
+        mu = mu / mu.norm(dim=1, keepdim=True)
+
+    def scores(x: torch.Tensor) -> torch.Tensor:  # higher is nearer: cosine, or -|x - mu|^2 / 2
+        if not joint:
+            return (x / x.norm(dim=1, keepdim=True)) @ mu.T
+        return -0.5 * ((x[:, None, :] - mu[None]) ** 2).sum(2)
+
+    scenes_seen, used = set(), set()
+    with torch.no_grad():
+        for batch in loader_fn():
+            f = backbone(batch["sparse"], batch["inverse"]).double()
+            f = f / f.norm(dim=1, keepdim=True)
+            x = f if not joint else torch.cat([f, batch["descriptor"].double() * scale.double()], 1)
+            for b, scene in enumerate(batch["scene_index"].tolist()):
+                scenes_seen.add(scene)
+                rows = batch["point_batch"] == b
+                xb, sp, pi = x[rows], batch["superpoint_id"][rows], batch["point_index"][rows]
+                assert (sp >= 0).all()  # the synthetic rooms: every point in a super-voxel
+                if mode == "basic":  # Eq. 8: the super-voxel's K-means assignment, its nearest centroid
+                    table = labels.by_superpoint[scene].long()
+                    ids = sp.unique()
+                    means = []
+                    for s in ids.tolist():
+                        members = xb[sp == s]
+                        mean_f = members[:, : f.shape[1]].mean(0)
+                        mean_f = mean_f / mean_f.norm() if joint else mean_f
+                        means.append(torch.cat([mean_f, members[:, f.shape[1] :].mean(0)]))
+                    _within(table[ids], scores(torch.stack(means)))
+                    got = table[sp]
+                    used.update(table[ids].tolist())
+                else:
+                    got = labels.by_point[scene].long()[pi]
+                    point_scores = scores(xb)
+                    if mode == "nonparametric":  # Eq. 9: each point's nearest centroid
+                        _within(got, point_scores)
+                    else:  # Eq. 10: the super-voxel's mean soft assignment (softmax of Eq. 9's scores)
+                        soft = point_scores.softmax(1)
+                        pooled, first = [], []
+                        for s in sp.unique().tolist():
+                            members = sp == s
+                            pooled.append(soft[members].mean(0))
+                            first.append(got[members][0])
+                            assert (got[members] == first[-1]).all()  # one label a super-voxel
+                        _within(torch.stack(first), torch.stack(pooled))
+                    used.update(got.unique().tolist())
+                # the stage reads labels through lookup: the same labels, point by point
+                zeros = torch.zeros(len(pi), dtype=torch.long)
+                assert torch.equal(labels.lookup(torch.tensor([scene]), zeros, sp, pi), got)
+    assert scenes_seen == set(range(len(dm.datasets["train_eval"]))) and len(used) >= 3
+
+
+def test_svc_trains_and_checkpoints_its_clustering_state(rooms_root: Path, tmp_path: Path) -> None:
+    from lightning.pytorch import Trainer
+
+    dm = _dm(rooms_root)
+    model = SVCModule(
+        backbone=_backbone(), num_classes=20, num_clusters=6, recluster_every=1, warmup_epochs=1
+    )
+    trainer = Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, dm)
+    assert int(model.last_cluster_epoch) == 1
+    assert not model.classifier.weight.requires_grad  # past warm-up: the non-parametric classifier
+    torch.testing.assert_close(torch.nn.functional.normalize(model.centroids, dim=1), model.classifier.weight)
+    m = model.last_metrics
+    assert 0 <= float(m["miou"]) <= 1 and 0 <= float(m["acc"]) <= 1
+    ckpt_path = tmp_path / "svc.ckpt"
+    trainer.save_checkpoint(ckpt_path)
+    ckpt = torch.load(ckpt_path, weights_only=True)  # no pickled code in our checkpoints
+    assert "centroids" in ckpt["state_dict"] and ckpt["svc_pseudo_labels"]
+    fresh = SVCModule(backbone=_backbone(), num_classes=20, num_clusters=6)
+    fresh.load_state_dict(ckpt["state_dict"])
+    fresh.on_load_checkpoint(ckpt)
+    assert fresh.labels.state().keys() == model.labels.state().keys()
+
+
+@pytest.mark.parametrize(
+    "config",
+    ["pointdc_svc.yaml", "pointdc_s3dis_svc.yaml", "pointdc_linear_probe.yaml",
+     "quickstart/pointdc_svc.yaml", "quickstart/pointdc_linear_probe.yaml",
+     "pointdc_geometric_svc.yaml", "quickstart/pointdc_geometric_svc.yaml"],
+)  # fmt: skip
+def test_config_runs_one_step(
+    config: str, rooms_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["unsup3d"])  # the CLI gets its arguments from args=, not pytest's
+    args = [
+        "fit", "--config", str(REPO / "experiments" / config),
+        "--data", "unsup3d.data.datamodules.SyntheticRoomsDataModule", *TINY_ROOMS,
+        "--data.init_args.data_root", str(rooms_root), "--data.init_args.batch_size", "1",
+        "--model.init_args.init_checkpoint", "null", "--model.init_args.backbone.init_args.width", "0.25",
+        "--trainer.fast_dev_run", "1", "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+        "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false", "--trainer.callbacks", "[]",
+    ]  # fmt: skip
+    main(args)
+
+
+def test_over_clusters_merge_once_per_evaluation(rooms_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import unsup3d.pointdc.svc as svc_mod
+
+    calls = []
+    real = svc_mod.merge_clusters
+    monkeypatch.setattr(svc_mod, "merge_clusters", lambda w, k: calls.append(k) or real(w, k))
+    dm = _dm(rooms_root)
+    model = SVCModule(backbone=_backbone(), num_classes=4, num_clusters=9, merge_clusters=True).eval()
+    batch = next(iter(dm.cluster_dataloader()))
+    with torch.no_grad():
+        first = model.predict_clusters(batch)
+        second = model.predict_clusters(batch)
+    assert calls == [4]  # the centroids' K-means ran once for both batches
+    assert torch.equal(first, second) and int(first.max()) < 4
+    model.on_validation_epoch_start()
+    with torch.no_grad():
+        model.predict_clusters(batch)
+    assert calls == [4, 4]  # a new evaluation merges again
