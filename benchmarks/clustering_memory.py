@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import write_row  # noqa: E402
 from benchmarks._memory import MB, PeakMemory, child_result, run_child  # noqa: E402
-from unsup3d.data.datamodules import ScanNetDataModule  # noqa: E402
 from unsup3d.data.scene_folder import settings_key  # noqa: E402
+from unsup3d.pointdc.datamodules import ScanNetDataModule  # noqa: E402
 from unsup3d.synthetic.rooms import SyntheticRoomsConfig, generate_rooms  # noqa: E402
 
 HERE = Path(__file__).resolve()

@@ -25,8 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import timeit, write_row  # noqa: E402
-from unsup3d.data.datamodules import SyntheticRoomsDataModule  # noqa: E402
 from unsup3d.data.scene_folder import list_scenes, read_scene  # noqa: E402
+from unsup3d.pointdc.datamodules import SyntheticRoomsDataModule  # noqa: E402
 from unsup3d.pointdc.feature_pass import (  # noqa: E402
     FeatureTargets,
     load_teacher,

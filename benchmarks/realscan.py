@@ -40,9 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import run_cli, val_metrics, write_row  # noqa: E402
 from unsup3d.clustering import kmeans  # noqa: E402
-from unsup3d.data.datamodules import SceneFolderDataModule  # noqa: E402
 from unsup3d.data.prepare import load_npy  # noqa: E402
 from unsup3d.metrics import HungarianMIoU  # noqa: E402
+from unsup3d.pointdc.datamodules import SceneFolderDataModule  # noqa: E402
 from unsup3d.pointdc.geometric import weight_columns  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -114,7 +114,7 @@ def _data(root: Path, args: argparse.Namespace, descriptors: bool) -> list[str]:
     """The scene-folder data module; with ``descriptors`` the teacher-free recipe's data: descriptors,
     and the grown regions as the units SVC pools over."""
     out = [
-        "--data", "unsup3d.data.datamodules.SceneFolderDataModule",
+        "--data", "unsup3d.pointdc.datamodules.SceneFolderDataModule",
         "--data.init_args.root", str(root),
         "--data.init_args.voxel_size", str(args.voxel_size),
         "--data.init_args.batch_size", str(args.batch_size),

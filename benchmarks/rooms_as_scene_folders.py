@@ -2,7 +2,7 @@
 
     python benchmarks/rooms_as_scene_folders.py OUT [--train 16] [--val 7] [--scan-like]
 
-Generates ``train + val`` rooms (:class:`~unsup3d.data.datamodules.SyntheticRoomsDataModule`) and writes
+Generates ``train + val`` rooms (:class:`~unsup3d.pointdc.datamodules.SyntheticRoomsDataModule`) and writes
 each as ``OUT/<split>/<scene>/{coord,color,segment}.npy``: the points, colours and ScanNet-20 labels
 only (no normals, no super-voxels, no frames), as ``unsup3d import`` writes real scans.
 
@@ -25,8 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from unsup3d.data.datamodules import SyntheticRoomsDataModule  # noqa: E402
 from unsup3d.data.scene_folder import list_scenes, read_scene, write_scene  # noqa: E402
+from unsup3d.pointdc.datamodules import SyntheticRoomsDataModule  # noqa: E402
 
 OTHERFURNITURE = 19  # ScanNet-20's last class
 

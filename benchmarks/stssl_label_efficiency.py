@@ -28,8 +28,8 @@ from lightning.pytorch import Trainer, seed_everything
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import write_row  # noqa: E402
-from unsup3d.data.datamodules import SyntheticLidarDataModule  # noqa: E402
 from unsup3d.models import MinkUNet  # noqa: E402
+from unsup3d.stssl.datamodules import SyntheticLidarDataModule  # noqa: E402
 from unsup3d.stssl.finetune import FinetuneModule  # noqa: E402
 from unsup3d.stssl.interframe import InterFrameModule  # noqa: E402
 from unsup3d.stssl.p2c import P2CModule  # noqa: E402

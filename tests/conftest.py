@@ -56,7 +56,7 @@ def nuscenes_sweep(sample_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def rooms_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data_root for ``SyntheticRoomsDataModule(num_scenes=3, num_val=1, frames_per_scene=2)``."""
-    from unsup3d.data.datamodules import SyntheticRoomsDataModule
+    from unsup3d.pointdc.datamodules import SyntheticRoomsDataModule
 
     root = tmp_path_factory.mktemp("rooms")
     SyntheticRoomsDataModule(num_scenes=3, num_val=1, frames_per_scene=2, data_root=str(root)).prepare_data()

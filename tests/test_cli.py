@@ -123,7 +123,7 @@ def _recipe(tmp_path: Path, old: str, new: str) -> list[str]:
     return ["--config", str(path)]
 
 
-DM = "unsup3d.data.datamodules"
+DM = "unsup3d.pointdc.datamodules"
 NO_BATCH_SISE = (
     f"data.init_args.batch_sise: {DM}.SyntheticRoomsDataModule takes no such argument; "
     "did you mean 'batch_size'?"

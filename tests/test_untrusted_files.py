@@ -15,11 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-from unsup3d.data import datamodules as dms
+from unsup3d.data import indoor_datamodules as indoor
+from unsup3d.data import lidar_datamodules as lidar
 from unsup3d.data.lidar_frames import FrameRef, LidarFrameDataset
 from unsup3d.data.prepare import load_npy
 from unsup3d.data.scene_folder import read_scene, usable_scenes, write_scene
+from unsup3d.pointdc import datamodules as pointdc_dms
 from unsup3d.pointdc.feature_pass import TARGET_KEY, is_current, target_dim
+from unsup3d.stssl import datamodules as stssl_dms
 from unsup3d.stssl.track_cache import TrackSettings, track_frames
 
 
@@ -130,14 +133,20 @@ def test_pickled_cache_arrays_are_refused_naming_the_file(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     "make, inside",
     [
-        (lambda root, out: dms.ScanNetDataModule(raw_root=root, data_root=out), "scans/<scene>/"),
-        (lambda root, out: dms.S3DISDataModule(raw_root=root, data_root=out), "Area_N/<room>/Annotations/"),
-        (lambda root, out: dms.SemanticKITTIDataModule(raw_root=root, data_root=out), "sequences/NN/"),
-        (lambda root, out: dms.SemanticPOSSDataModule(raw_root=root, data_root=out), "sequences/NN/"),
-        (lambda root, out: dms.NuScenesDataModule(raw_root=root, data_root=out), "v1.0-trainval/*.json"),
-        (lambda root, out: dms.SceneFolderDataModule(root=root, data_root=out), "<split>/<scene>/"),
+        (lambda root, out: indoor.ScanNetDataModule(raw_root=root, data_root=out), "scans/<scene>/"),
+        (lambda root, out: indoor.S3DISDataModule(raw_root=root, data_root=out), "Area_N/<room>/Annotation"),
+        (lambda root, out: lidar.SemanticKITTIDataModule(raw_root=root, data_root=out), "sequences/NN/"),
+        (lambda root, out: lidar.SemanticPOSSDataModule(raw_root=root, data_root=out), "sequences/NN/"),
+        (lambda root, out: lidar.NuScenesDataModule(raw_root=root, data_root=out), "v1.0-trainval/*.json"),
+        (lambda root, out: indoor.SceneFolderDataModule(root=root, data_root=out), "<split>/<scene>/"),
+        # a method's own data modules check before their preparation steps run
+        (lambda root, out: pointdc_dms.SceneFolderDataModule(root=root, descriptors=True), "<split>/<scene>"),
+        (lambda root, out: stssl_dms.SemanticKITTIDataModule(raw_root=root, data_root=out), "sequences/NN/"),
     ],
-    ids=["scannet", "s3dis", "semantic_kitti", "semantic_poss", "nuscenes", "scene_folder"],
+    ids=[
+        "scannet", "s3dis", "semantic_kitti", "semantic_poss", "nuscenes", "scene_folder",
+        "pointdc_scene_folder", "stssl_semantic_kitti",
+    ],  # fmt: skip
 )
 def test_missing_or_empty_data_root_is_one_clear_error(tmp_path: Path, make, inside: str) -> None:
     missing, out = tmp_path / "nowhere" / "dataset", tmp_path / "prepared"

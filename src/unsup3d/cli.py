@@ -1,9 +1,10 @@
 """Console scripts ``lightning`` and ``unsup3d``: LightningCLI in subclass mode.
 
 Any stage (a ``LightningModule`` of :mod:`unsup3d.pointdc` or :mod:`unsup3d.stssl`) and any data module
-(under ``unsup3d.data.datamodules``) is picked by its ``class_path`` in a YAML config, so
-``unsup3d fit --config experiments/<recipe>.yaml`` runs every recipe without a registry. Besides
-LightningCLI's ``fit``, ``validate``, ``test`` and ``predict``, ``unsup3d`` has three commands of its own:
+(a generic one of :mod:`unsup3d.data`, or a method's, e.g. ``unsup3d.pointdc.datamodules``) is picked
+by its ``class_path`` in a YAML config, so ``unsup3d fit --config experiments/<recipe>.yaml`` runs every
+recipe without a registry. Besides LightningCLI's ``fit``, ``validate``, ``test`` and ``predict``,
+``unsup3d`` has three commands of its own:
 
     unsup3d preprocess --config RECIPE.yaml      # prepare the recipe's data alone (cached)
     unsup3d import SRC ROOT [--val-fraction F]   # PLY / NPY scans -> scene folders

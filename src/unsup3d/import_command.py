@@ -91,7 +91,7 @@ def run_import(argv: Sequence[str]) -> list[Path]:
         print(f"  {split:6s} {per_split[split]} scenes")
     print(
         "train on them: unsup3d fit --config experiments/pointdc_svc.yaml "
-        f"--data unsup3d.data.datamodules.SceneFolderDataModule --data.init_args.root {args.root} "
+        f"--data unsup3d.pointdc.datamodules.SceneFolderDataModule --data.init_args.root {args.root} "
         "--model.init_args.init_checkpoint null --model.init_args.num_classes K"
     )
     sys.stdout.flush()

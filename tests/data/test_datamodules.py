@@ -1,4 +1,5 @@
-"""Every data module: prepare once (cached by settings), load, collate, feed a backbone forward."""
+"""Every data module: prepare once (cached by settings), load, collate, feed a backbone forward; the
+generic modules, and STSSL's where the frames carry its cached clusters."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ import torch
 
 from tests.data import indoor_writers as iw
 from tests.data.lidar_nuscenes_tables import VERSION, write_tables
-from unsup3d.data import datamodules as dms
-from unsup3d.data.lidar_datamodules import interval_at
+from unsup3d.data import indoor_datamodules as indoor
+from unsup3d.data import lidar_datamodules as lidar
+from unsup3d.data.lidar_frames import interval_at
 from unsup3d.data.scene_folder import write_scene
 from unsup3d.models import MinkUNet, Res16UNet
+from unsup3d.stssl import datamodules as stssl_dms
+from unsup3d.synthetic import datamodules as synthetic_dms
 
 
 def _check_batch(batch: dict, channels: int) -> None:
@@ -48,14 +52,14 @@ def kitti_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_semantic_kitti_pairs_with_clusters_feed_minkunet(kitti_seq_dir: Path, kitti_cache: Path) -> None:
     raw = kitti_seq_dir.parent.parent
     kw = dict(raw_root=str(raw), train_sequences=["00"], val_sequences=["00"], data_root=str(kitti_cache))
-    dm = dms.SemanticKITTIDataModule(**kw, pairs=True, batch_size=2, max_frames=3, max_voxels=8000)
+    dm = stssl_dms.SemanticKITTIDataModule(**kw, pairs=True, batch_size=2, max_frames=3, max_voxels=8000)
     dm.prepare_data()
     clusters = sorted((dm.prepared_root / "clusters" / "00").glob("*.npy"))
     assert len(clusters) == 3
     stamp = clusters[0].stat().st_mtime_ns
     dm.prepare_data()  # cached: nothing is recomputed
     assert clusters[0].stat().st_mtime_ns == stamp
-    other = dms.SemanticKITTIDataModule(**kw, max_frames=3, cluster_eps=0.5)
+    other = stssl_dms.SemanticKITTIDataModule(**kw, max_frames=3, cluster_eps=0.5)
     assert other.prepared_root != dm.prepared_root  # a changed setting never reuses a stale cache
 
     dm.setup("fit")
@@ -76,7 +80,7 @@ def test_semantic_kitti_pairs_with_clusters_feed_minkunet(kitti_seq_dir: Path, k
 def test_interval_schedule_and_pairs_stay_in_their_sequence(kitti_seq_dir: Path, kitti_cache: Path) -> None:
     assert [interval_at(e) for e in (0, 6, 7, 14, 35, 100)] == [0, 0, 1, 2, 5, 5]
     raw = kitti_seq_dir.parent.parent
-    dm = dms.SemanticKITTIDataModule(
+    dm = lidar.SemanticKITTIDataModule(
         raw_root=str(raw), train_sequences=["00"], data_root=str(kitti_cache), pairs=True,
         interval_start=3, max_frames=4, augment=False, max_voxels=None,
     )  # fmt: skip
@@ -93,7 +97,7 @@ def test_interval_schedule_and_pairs_stay_in_their_sequence(kitti_seq_dir: Path,
 def test_nuscenes_keyframes_feed_minkunet(nuscenes_sweep: Path, tmp_path: Path) -> None:
     raw = tmp_path / "nuscenes"
     write_tables(raw, nuscenes_sweep)
-    dm = dms.NuScenesDataModule(
+    dm = stssl_dms.NuScenesDataModule(
         raw_root=str(raw), version=VERSION, train_split="mini_train", val_split="mini_val",
         data_root=str(tmp_path / "prepared"), batch_size=2, max_voxels=5000,
     )  # fmt: skip
@@ -116,7 +120,7 @@ def test_semantic_poss_layout(kitti_seq_dir: Path, tmp_path: Path) -> None:
         n = scan.stat().st_size // 16
         raw = np.random.default_rng(i).choice([0, 4, 6, 7, 8, 9, 13, 14, 15, 17, 21, 22], n)
         raw.astype(np.uint32).tofile(seq / "labels" / f"{i:06d}.label")
-    dm = dms.SemanticPOSSDataModule(
+    dm = lidar.SemanticPOSSDataModule(
         raw_root=str(tmp_path / "poss"), data_root=str(tmp_path / "p"), batch_size=1
     )
     dm.setup("validate")  # POSS's official validation sequence is 03
@@ -140,7 +144,7 @@ def _scannet_root(tmp_path: Path) -> Path:
 
 def test_scannet_feeds_res16unet(tmp_path: Path) -> None:
     raw = _scannet_root(tmp_path)
-    dm = dms.ScanNetDataModule(
+    dm = indoor.ScanNetDataModule(
         raw_root=str(raw), train_list=str(raw / "train.txt"), val_list=str(raw / "val.txt"),
         data_root=str(tmp_path / "prepared"), voxel_size=0.05, batch_size=1, augment=False,
     )  # fmt: skip
@@ -160,7 +164,7 @@ def test_s3dis_rooms_get_superpoints_and_feed_res16unet(tmp_path: Path) -> None:
     raw = tmp_path / "s3dis"
     for area in (1, 2, 3, 4, 5, 6):
         iw.write_room(raw / f"Area_{area}" / "office_1", [("chair_1", 300), ("table_1", 300)], seed=area)
-    dm = dms.S3DISDataModule(raw_root=str(raw), data_root=str(tmp_path / "prepared"), batch_size=2)
+    dm = indoor.S3DISDataModule(raw_root=str(raw), data_root=str(tmp_path / "prepared"), batch_size=2)
     dm.prepare_data()
     dm.setup("fit")
     assert len(dm.datasets["train"]) == 5 and len(dm.datasets["val"]) == 1
@@ -182,7 +186,7 @@ def test_scene_folder_adds_missing_superpoints_and_skips_a_degenerate_scene(tmp_
     bad.mkdir()
     np.save(bad / "coord.npy", np.zeros((0, 3), np.float32))
     np.save(bad / "superpoint.npy", np.zeros(0, np.int64))
-    dm = dms.SceneFolderDataModule(root=str(tmp_path), batch_size=2, voxel_size=0.1)
+    dm = indoor.SceneFolderDataModule(root=str(tmp_path), batch_size=2, voxel_size=0.1)
     dm.prepare_data()
     assert (tmp_path / "train" / "a" / "superpoint.npy").is_file()
     with pytest.warns(UserWarning, match="empty"):
@@ -200,7 +204,7 @@ def test_augmentation_is_a_function_of_seed_epoch_and_index(tmp_path: Path) -> N
             "coord": rng.random((3000, 3)) * 4, "color": rng.integers(0, 256, (3000, 3)),
             "segment": rng.integers(0, 5, 3000), "superpoint": np.arange(3000) // 30,
         })  # fmt: skip
-    dm = dms.SceneFolderDataModule(root=str(tmp_path), voxel_size=0.1)
+    dm = indoor.SceneFolderDataModule(root=str(tmp_path), voxel_size=0.1)
     dm.setup("fit")
     ds = dm.datasets["train"]
     a, b, c = ds[(1, 0)], ds[(1, 0)], ds[(2, 0)]
@@ -214,8 +218,9 @@ def test_augmentation_is_a_function_of_seed_epoch_and_index(tmp_path: Path) -> N
 
 
 def test_synthetic_rooms_feed_both_backbones(tmp_path: Path) -> None:
-    dm = dms.SyntheticRoomsDataModule(num_scenes=2, num_val=1, frames_per_scene=0, data_root=str(tmp_path),
-                                      voxel_size=0.1, batch_size=1)  # fmt: skip
+    dm = synthetic_dms.SyntheticRoomsDataModule(
+        num_scenes=2, num_val=1, frames_per_scene=0, data_root=str(tmp_path), voxel_size=0.1, batch_size=1
+    )
     dm.prepare_data()
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
@@ -226,7 +231,7 @@ def test_synthetic_rooms_feed_both_backbones(tmp_path: Path) -> None:
 
 
 def test_synthetic_lidar_pairs_feed_minkunet(tmp_path: Path) -> None:
-    dm = dms.SyntheticLidarDataModule(
+    dm = stssl_dms.SyntheticLidarDataModule(
         num_sequences=2, num_val=1, frames_per_sequence=3, data_root=str(tmp_path),
         pairs=True, batch_size=2, max_voxels=4000,
     )  # fmt: skip
@@ -259,9 +264,9 @@ def test_scene_folder_superpoints_follow_the_scenes_own_normals(tmp_path: Path) 
         return len(np.intersect1d(sp[left], sp[~left]))
 
     for root in ("given", "estimated"):
-        dms.SceneFolderDataModule(root=str(tmp_path / root), voxel_size=0.1).prepare_data()
+        indoor.SceneFolderDataModule(root=str(tmp_path / root), voxel_size=0.1).prepare_data()
     assert crossing(tmp_path / "given") == 0
     assert crossing(tmp_path / "estimated") > 0
     with pytest.warns(UserWarning, match=r"normal.npy: not 2000 finite non-zero normals"):
-        dms.SceneFolderDataModule(root=str(tmp_path / "bad"), voxel_size=0.1).prepare_data()
+        indoor.SceneFolderDataModule(root=str(tmp_path / "bad"), voxel_size=0.1).prepare_data()
     assert crossing(tmp_path / "bad") > 0  # unusable normals: estimated instead, as without the file

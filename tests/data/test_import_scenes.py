@@ -191,7 +191,7 @@ def test_import_folder_end_to_end(tmp_path: Path, xyz: np.ndarray) -> None:
 
 
 def test_imported_scenes_train_with_scene_folder_module(tmp_path: Path) -> None:
-    from unsup3d.data.datamodules import SceneFolderDataModule
+    from unsup3d.pointdc.datamodules import SceneFolderDataModule
 
     rng = np.random.default_rng(3)
     for i in range(2):

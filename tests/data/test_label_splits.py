@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from unsup3d.data.datamodules import SyntheticLidarDataModule
 from unsup3d.data.label_splits import draw_split, read_split, restrict_to_split, split_size, write_split
+from unsup3d.stssl.datamodules import SyntheticLidarDataModule
 
 # SemanticKITTI's training sequences and their scan counts (19,130 in all).
 KITTI_TRAIN = {

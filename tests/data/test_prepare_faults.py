@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from tests.data import indoor_writers as iw
-from unsup3d.data import datamodules as dms
+from unsup3d.data import indoor_datamodules as dms
 from unsup3d.data import prepare
 from unsup3d.data.prepare import (
     preparation_lock,
@@ -34,6 +34,7 @@ from unsup3d.data.prepare import (
     write_text_atomic,
 )
 from unsup3d.data.scene_folder import list_scenes, read_scene, write_scene
+from unsup3d.stssl.datamodules import SemanticKITTIDataModule
 
 ROOMS = [f"Area_{a}_office_1" for a in range(1, 7)]
 _fork = mp.get_context("fork")
@@ -185,7 +186,7 @@ def test_damaged_scenes_are_skipped_by_readers_and_redone_by_preparation(
 
 
 def test_damaged_cluster_cache_is_redone(kitti_seq_dir: Path, tmp_path: Path) -> None:
-    dm = dms.SemanticKITTIDataModule(
+    dm = SemanticKITTIDataModule(
         raw_root=str(kitti_seq_dir.parent.parent), train_sequences=["00"], val_sequences=[],
         data_root=str(tmp_path), max_frames=1,
     )  # fmt: skip

@@ -157,8 +157,8 @@ class PointFeatures(torch.nn.Module):
 def scene_folders(tmp_path_factory: pytest.TempPathFactory):
     """Eight training scenes of 6-10k random points in a 4 x 4 x 3 m box, super-voxels the 0.5 m
     cells (about 20 points each), loaded one scene a batch."""
-    from unsup3d.data.datamodules import SceneFolderDataModule
     from unsup3d.data.scene_folder import write_scene
+    from unsup3d.pointdc.datamodules import SceneFolderDataModule
 
     root = tmp_path_factory.mktemp("memory_scenes")
     rng = np.random.default_rng(0)

@@ -179,7 +179,7 @@ def cli_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _tiny_data_args(root: Path) -> list[str]:
     ft = "--data.init_args.feature_targets."
     return [
-        "--data.class_path=unsup3d.data.datamodules.SyntheticRoomsDataModule",
+        "--data.class_path=unsup3d.pointdc.datamodules.SyntheticRoomsDataModule",
         "--data.init_args.num_scenes=2",
         "--data.init_args.num_val=1",
         "--data.init_args.frames_per_scene=2",

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from unsup3d.data.datamodules import SceneFolderDataModule
 from unsup3d.data.scene_folder import write_scene
+from unsup3d.pointdc.datamodules import SceneFolderDataModule
 from unsup3d.pointdc.descriptor_pass import Descriptors, as_descriptors, grow_regions, run_descriptor_pass
 from unsup3d.pointdc.geometric import point_descriptors
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from unsup3d.data.datamodules import SceneFolderDataModule, SyntheticRoomsDataModule
 from unsup3d.data.scene_folder import list_scenes, read_scene
+from unsup3d.pointdc.datamodules import SceneFolderDataModule, SyntheticRoomsDataModule
 from unsup3d.pointdc.feature_pass import FeatureTargets, run_feature_pass
 from unsup3d.vision import TeacherWeightsNotFoundError
 

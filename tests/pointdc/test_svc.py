@@ -10,8 +10,8 @@ import torch
 
 from tests.conftest import TINY_ROOMS
 from unsup3d.cli import main
-from unsup3d.data.datamodules import SyntheticRoomsDataModule
 from unsup3d.pointdc.clustering_pass import PseudoLabels, cluster_pass
+from unsup3d.pointdc.datamodules import SyntheticRoomsDataModule
 from unsup3d.pointdc.svc import SVCModule
 
 REPO = Path(__file__).resolve().parents[2]
@@ -182,7 +182,7 @@ def test_config_runs_one_step(
     monkeypatch.setattr(sys, "argv", ["unsup3d"])  # the CLI gets its arguments from args=, not pytest's
     args = [
         "fit", "--config", str(REPO / "experiments" / config),
-        "--data", "unsup3d.data.datamodules.SyntheticRoomsDataModule", *TINY_ROOMS,
+        "--data", "unsup3d.pointdc.datamodules.SyntheticRoomsDataModule", *TINY_ROOMS,
         "--data.init_args.data_root", str(rooms_root), "--data.init_args.batch_size", "1",
         "--model.init_args.init_checkpoint", "null", "--model.init_args.backbone.init_args.width", "0.25",
         "--trainer.fast_dev_run", "1", "--trainer.accelerator", "cpu", "--trainer.devices", "1",

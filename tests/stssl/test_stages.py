@@ -15,9 +15,9 @@ import yaml
 from unsup3d.cli import main
 from unsup3d.data.datamodule_base import PointCloudDataModule
 from unsup3d.data.lidar_datamodules import LidarDataModule
-from unsup3d.data.lidar_dataset_modules import SyntheticLidarDataModule
 from unsup3d.models import MinkUNet
 from unsup3d.sparse import SparseTensor
+from unsup3d.stssl import datamodules as stssl_dms
 from unsup3d.stssl.byol import (
     cluster_keys,
     max_pool,
@@ -29,6 +29,7 @@ from unsup3d.stssl.byol import (
 from unsup3d.stssl.finetune import FinetuneModule, SegmentationIoU
 from unsup3d.stssl.interframe import InterFrameModule
 from unsup3d.stssl.p2c import P2CModule
+from unsup3d.synthetic import datamodules as synthetic_dms
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
@@ -256,9 +257,19 @@ TINY_DATA = {
 }  # fmt: skip
 
 
-def _data_args() -> set[str]:
+def _synthetic_like(class_path: str) -> tuple[type, ...]:
+    """The synthetic sequences as the recipe's data module: STSSL's (clusters, tracks) for pre-training,
+    the generic one for fine-tuning; then the classes whose arguments it takes (not SemanticKITTI's
+    raw_root and sequences: the synthetic module sets them)."""
+    generic = (synthetic_dms.SyntheticLidarDataModule, LidarDataModule, PointCloudDataModule)
+    if class_path.startswith("unsup3d.stssl."):
+        return (stssl_dms.SyntheticLidarDataModule, stssl_dms.STSSLDataModule, *generic)
+    return generic
+
+
+def _data_args(classes: tuple[type, ...]) -> set[str]:
     names: set[str] = set()
-    for cls in (SyntheticLidarDataModule, LidarDataModule, PointCloudDataModule):
+    for cls in classes:
         names |= set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
     return names
 
@@ -295,13 +306,13 @@ def test_interframe_tracks_with_the_release_cluster_features(
 ) -> None:
     """``track_cluster_features: max_projection``: the first tracking uses P2C's projection head."""
     seen = []
-    original = LidarDataModule.refresh_tracks
+    original = stssl_dms.STSSLDataModule.refresh_tracks
 
     def spy(self, backbone, *args, projector=None, **kw):
         seen.append((self.track_settings.cluster_features, projector))
         return original(self, backbone, *args, projector=projector, **kw)
 
-    monkeypatch.setattr(LidarDataModule, "refresh_tracks", spy)
+    monkeypatch.setattr(stssl_dms.STSSLDataModule, "refresh_tracks", spy)
     config = EXPERIMENTS / "quickstart" / "stssl_interframe.yaml"
     release = {"track_cluster_features": "max_projection"}
     _run_one_step(config, tmp_path, data_root, tiny_checkpoint, monkeypatch, **release)
@@ -335,9 +346,11 @@ def _run_one_step(
 ) -> None:  # fmt: skip
     cfg = yaml.safe_load(config.read_text())
     # the recipe's data settings on the synthetic sequences, at a tiny size
-    args = {k: v for k, v in cfg["data"]["init_args"].items() if k in _data_args()}
-    args.update(TINY_DATA, data_root=str(data_root), **data)
-    cfg["data"] = {"class_path": "unsup3d.data.datamodules.SyntheticLidarDataModule", "init_args": args}
+    classes = _synthetic_like(cfg["data"]["class_path"])
+    cls, accepted = classes[0], _data_args(classes)
+    args = {k: v for k, v in cfg["data"]["init_args"].items() if k in accepted}
+    args.update({k: v for k, v in TINY_DATA.items() if k in accepted}, data_root=str(data_root), **data)
+    cfg["data"] = {"class_path": f"{cls.__module__}.{cls.__name__}", "init_args": args}
     model = cfg["model"]["init_args"]
     model["backbone"]["init_args"]["width"] = 0.25
     if model.get("init_checkpoint"):

@@ -12,10 +12,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from unsup3d.data.datamodules import SyntheticLidarDataModule
 from unsup3d.data.formats import semantic_kitti as sk
 from unsup3d.data.lidar_frames import SharedPath
 from unsup3d.models import MinkUNet, ProjectionHead
+from unsup3d.stssl.datamodules import SyntheticLidarDataModule
 from unsup3d.stssl.track_cache import StreamingTracker, track_dir, weights_digest
 from unsup3d.stssl.tracking import to_world, track_sequence
 

@@ -16,8 +16,8 @@ from tests.callbacks.wandb_env import isolate_wandb
 from unsup3d.callbacks import find_offline_runs, read_offline_run
 from unsup3d.cli import main
 from unsup3d.data.formats.semantic_kitti import read_scan
-from unsup3d.data.lidar_dataset_modules import SyntheticLidarDataModule
 from unsup3d.models import MinkUNet
+from unsup3d.stssl.datamodules import SyntheticLidarDataModule
 from unsup3d.stssl.p2c import P2CModule
 from unsup3d.stssl.track_media import TrackMedia
 from unsup3d.viz import label_colors

@@ -43,10 +43,11 @@ import yaml
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from tests._dist import run_distributed
-from unsup3d.data.datamodules import SyntheticLidarDataModule, SyntheticRoomsDataModule
 from unsup3d.models import MinkUNet, Res16UNet
 from unsup3d.pointdc.clustering_pass import PseudoLabels, cluster_pass
+from unsup3d.pointdc.datamodules import SyntheticRoomsDataModule
 from unsup3d.pointdc.svc import SVCModule
+from unsup3d.stssl.datamodules import SyntheticLidarDataModule
 from unsup3d.stssl.track_cache import track_dir
 from unsup3d.stssl.tracking import tracking_stats
 from unsup3d.training.common import rank_share

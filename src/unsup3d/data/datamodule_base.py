@@ -1,5 +1,12 @@
 """The base of every unsup3d data module: preparation into cached scene folders, datasets with
-seeded augmentation, and loaders (see :mod:`unsup3d.data.datamodules` for the datasets)."""
+seeded augmentation, and loaders (the datasets' modules: :mod:`unsup3d.data.indoor_datamodules`,
+:mod:`unsup3d.data.lidar_datamodules`).
+
+A method adds its own preparation (PointDC's feature and descriptor passes, STSSL's clusters and
+tracks) from its side, in data modules of its package that extend these ones
+(:mod:`unsup3d.pointdc.datamodules`, :mod:`unsup3d.stssl.datamodules`): through
+:meth:`PointCloudDataModule.conversion_jobs` and the :meth:`PointCloudDataModule.prepare_extra` hook,
+which ``prepare_data`` calls once the scenes are prepared. Nothing here knows a method."""
 
 from __future__ import annotations
 
@@ -121,6 +128,12 @@ class PointCloudDataModule(LightningDataModule):
             run_jobs(jobs, self.prepare_workers, desc=f"preparing {self.name}")
             # only what defines the folder: a cached rerun finds it unchanged and leaves it alone
             write_json_atomic(root / "prepared.json", {"settings": self.preparation_settings()})
+            self.prepare_extra()
+
+    def prepare_extra(self) -> None:
+        """The preparation a method adds once the scenes are prepared (PointDC's 2D feature and descriptor
+        passes, STSSL's track cache), run by ``prepare_data`` under its lock; each must be resumable and
+        skip what is done. Nothing here: a method's data modules override it, calling ``super()``."""
 
     # -- loading ----------------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 :func:`import_scenes` reads each scene of a source folder and writes it as
 ``<root>/<split>/<scene>/{coord,color,normal?,segment}.npy`` (:mod:`unsup3d.data.scene_folder`), which
-:class:`~unsup3d.data.datamodules.SceneFolderDataModule` trains on (its ``prepare_data`` adds the
+:class:`~unsup3d.data.indoor_datamodules.SceneFolderDataModule` trains on (its ``prepare_data`` adds the
 super-voxels, on the scene's normals where it has them). Accepted scenes, one per entry of the source
 folder, named by the file stem or folder name:
 

@@ -1,29 +1,21 @@
-"""Lightning data modules: one base, a subclass per dataset.
+"""The indoor data modules: ScanNet-v2, S3DIS and any scene folders (Pointcept's layout).
 
 ``prepare_data`` turns raw files into scene folders (:mod:`unsup3d.data.scene_folder`) under
 ``<data_root>/<name>-<settings hash>/``: a changed preparation setting makes a new folder, never a
 silent reuse of a stale one. ``setup`` loads them; batches are built by
-:func:`unsup3d.data.collate.collate_scenes`. The LiDAR modules live in
-:mod:`unsup3d.data.lidar_datamodules` (the base) and :mod:`unsup3d.data.lidar_dataset_modules`
-(one per dataset), and are exported here too.
+:func:`unsup3d.data.collate.collate_scenes`. What PointDC adds to these modules (CMD's 2D feature pass,
+the teacher-free descriptors) lives in :mod:`unsup3d.pointdc.datamodules`; the synthetic rooms in
+:mod:`unsup3d.synthetic.datamodules`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from unsup3d.data.datamodule_base import PointCloudDataModule
-from unsup3d.data.datasets import FeatureFn, color_coord_descriptor_features
 from unsup3d.data.formats.s3dis import S3DIS_CLASS_NAMES
 from unsup3d.data.formats.scannet_labels import SCANNET20_CLASS_NAMES
-from unsup3d.data.lidar_datamodules import LidarDataModule
-from unsup3d.data.lidar_dataset_modules import (
-    NuScenesDataModule,
-    SemanticKITTIDataModule,
-    SemanticPOSSDataModule,
-    SyntheticLidarDataModule,
-)
 from unsup3d.data.prepare import Job, npy_problem, preparation_lock, run_jobs
 from unsup3d.data.scene_folder import (
     TRAINING_KEYS,
@@ -32,17 +24,7 @@ from unsup3d.data.scene_folder import (
     read_scene,
     scene_dir_problem,
     scene_normals,
-    settings_key,
-    usable_scenes,
     write_scene,
-)
-from unsup3d.pointdc.descriptor_pass import DESCRIPTOR_KEY, Descriptors, as_descriptors, run_descriptor_pass
-from unsup3d.pointdc.feature_pass import (
-    SEEN_KEY,
-    TARGET_KEY,
-    FeatureTargets,
-    as_feature_targets,
-    run_feature_pass,
 )
 
 # -- indoor datasets ------------------------------------------------------------------------------
@@ -83,81 +65,12 @@ def _add_superpoints(scene_dir: Path, sp: dict[str, Any]) -> None:
 
 
 class IndoorDataModule(PointCloudDataModule):
-    """Base of the indoor (PointDC) data modules: the common base plus CMD's feature pass and the
-    teacher-free path's descriptor pass.
-
-    Args:
-        feature_targets: settings of CMD's 2D feature pass
-            (:class:`~unsup3d.pointdc.feature_pass.FeatureTargets`). When set, ``prepare_data`` writes
-            ``cmd_target.npy`` / ``cmd_seen.npy`` into the scenes of its ``splits`` (resumable), and
-            batches carry them as per-point ``cmd_target`` / ``cmd_seen``.
-        descriptors: settings of the teacher-free path's descriptor pass
-            (:class:`~unsup3d.pointdc.descriptor_pass.Descriptors`; ``true`` for the defaults). When
-            set, ``prepare_data`` writes ``descriptor.npy`` into the scenes (resumable), and batches
-            carry it as the per-point ``descriptor``.
-        descriptor_inputs: the network also reads the descriptors: its input becomes RGB, centred
-            coordinates and the 14 descriptor columns (``in_channels: 20``;
-            :func:`~unsup3d.data.datasets.color_coord_descriptor_features`).
-        units: the segments every stage pools over as super-voxels: ``superpoint`` (the dataset's), or
-            ``region``, the descriptor pass's grown super-voxels (the teacher-free recipe's: a floor or a
-            wall is a few regions, so Eq. 8's K-means, which counts segments, does not spend half its
-            clusters on them).
-    """
-
-    def __init__(
-        self,
-        feature_targets: FeatureTargets | None = None,
-        descriptors: Descriptors | bool | None = None,
-        descriptor_inputs: bool = False,
-        units: Literal["superpoint", "region"] = "superpoint",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.descriptor_inputs, self.units = descriptor_inputs, units
-        if units not in ("superpoint", "region"):
-            raise ValueError(f"units must be 'superpoint' or 'region', got {units!r}")
-        if (descriptor_inputs or units == "region") and descriptors in (None, False):
-            raise ValueError("descriptor_inputs and units: region need the descriptor pass: set descriptors")
-        self.feature_targets = as_feature_targets(feature_targets)
-        if self.feature_targets is not None:
-            self.extra_keys += [k for k in (TARGET_KEY, SEEN_KEY) if k not in self.extra_keys]
-        self.descriptors = as_descriptors(descriptors)
-        if self.descriptors is not None and DESCRIPTOR_KEY not in self.extra_keys:
-            self.extra_keys.append(DESCRIPTOR_KEY)
+    """Base of the indoor data modules: scenes prepared into scene folders, and where a dataset has them,
+    the raw RGB-D frames of each scene (:meth:`frames_dir`, what a 2D feature pass reads)."""
 
     def frames_dir(self, scene_dir: Path) -> Path | None:
         """The raw RGB-D frame export of a prepared scene, or None where the dataset has none."""
         return None
-
-    def superpoints_from(self) -> str:
-        return self.units
-
-    def input_features(self) -> FeatureFn:
-        if self.descriptor_inputs:  # every split needs them then: the network reads them
-            return color_coord_descriptor_features
-        return super().input_features()
-
-    def prepare_feature_targets(self) -> dict[str, int]:
-        """Run CMD's feature pass over the prepared scenes of ``feature_targets.splits``."""
-        cfg = self.feature_targets
-        if cfg is None:
-            return {"computed": 0, "skipped": 0}
-        dirs = [d for split in cfg.splits for d in usable_scenes(list_scenes(self.prepared_root, split))]
-        return run_feature_pass(dirs, cfg, self.frames_dir, desc=f"CMD targets ({self.name})")
-
-    def prepare_descriptors(self) -> None:
-        """The teacher-free path's hand-made descriptors for the scenes of ``descriptors.splits``."""
-        cfg = self.descriptors
-        if cfg is not None:
-            dirs = [d for split in cfg.splits for d in usable_scenes(list_scenes(self.prepared_root, split))]
-            run_descriptor_pass(dirs, cfg, self.prepare_workers)
-
-    def prepare_data(self) -> None:
-        self.check_raw_root()
-        with preparation_lock(self.prepared_root):
-            super().prepare_data()
-            self.prepare_feature_targets()
-            self.prepare_descriptors()
 
 
 class ScanNetDataModule(IndoorDataModule):
@@ -309,60 +222,7 @@ class SceneFolderDataModule(IndoorDataModule):
                 for d in list_scenes(self.root, split)
             ]
             run_jobs(jobs, self.prepare_workers, desc="super-voxels")
-            self.prepare_feature_targets()
-            self.prepare_descriptors()
+            self.prepare_extra()
 
 
-class SyntheticRoomsDataModule(ScanNetDataModule):
-    """The built-in synthetic rooms (:mod:`unsup3d.synthetic.rooms`), generated into
-    ``<data_root>/synthetic_rooms-raw-<hash>/`` in ScanNet's raw layout, then read like ScanNet."""
-
-    name = "synthetic_rooms"
-    raw_layout = "the synthetic rooms in ScanNet's layout, which prepare_data generates"
-
-    def __init__(
-        self,
-        num_scenes: int = 8,
-        num_val: int = 2,
-        generator_seed: int = 0,
-        frames_per_scene: int = 8,
-        **kwargs: Any,
-    ) -> None:
-        from unsup3d.synthetic.rooms import SyntheticRoomsConfig
-
-        self.config = SyntheticRoomsConfig(
-            num_scenes=num_scenes, num_val=num_val, seed=generator_seed, frames_per_scene=frames_per_scene
-        )
-        data_root = Path(kwargs.get("data_root", "data"))
-        raw = data_root / f"synthetic_rooms-raw-{settings_key(vars(self.config))}"
-        super().__init__(
-            raw_root=str(raw),
-            train_list=str(raw / "scannetv2_train.txt"),
-            val_list=str(raw / "scannetv2_val.txt"),
-            **kwargs,
-        )
-
-    def preparation_settings(self) -> dict[str, Any]:
-        return {"name": self.name, "generator": vars(self.config)}
-
-    def prepare_data(self) -> None:
-        from unsup3d.synthetic.rooms import generate_rooms
-
-        with preparation_lock(self.prepared_root):
-            generate_rooms(self.raw_root, self.config)
-            super().prepare_data()
-
-
-__all__ = [
-    "IndoorDataModule",
-    "LidarDataModule",
-    "NuScenesDataModule",
-    "PointCloudDataModule",
-    "S3DISDataModule",
-    "ScanNetDataModule",
-    "SceneFolderDataModule",
-    "SemanticKITTIDataModule",
-    "SemanticPOSSDataModule",
-    "SyntheticLidarDataModule",
-    "SyntheticRoomsDataModule",
-]
+__all__ = ["IndoorDataModule", "S3DISDataModule", "ScanNetDataModule", "SceneFolderDataModule"]
