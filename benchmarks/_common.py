@@ -55,7 +55,7 @@ def timeit(fn, *, repeat: int = 5, warmup: int = 1) -> float:
 
 def run_cli(subcommand: str, config: Path, args: list[str]) -> Any:
     """``unsup3d SUBCOMMAND --config CONFIG ARGS`` in this process (printed first); returns the CLI."""
-    from unsup3d.cli import Unsup3DCLI
+    from unsup3d.lightning_cli import Unsup3DCLI
 
     print(f"--- unsup3d {subcommand} --config {config.name} {' '.join(args)}", flush=True)
     return Unsup3DCLI(args=[subcommand, "--config", str(config), *args])

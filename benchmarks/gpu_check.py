@@ -180,7 +180,7 @@ def step_checks(name: str, crop: float) -> list[tuple[str, Callable[[], dict]]]:
 
 def svc_quickstart() -> dict:
     """The quickstart SVC recipe through the CLI on the GPU, in a temporary folder; its val/miou."""
-    from unsup3d.cli import Unsup3DCLI
+    from unsup3d.lightning_cli import Unsup3DCLI
 
     here = os.getcwd()
     with tempfile.TemporaryDirectory(prefix="unsup3d_gpu_check_") as tmp:

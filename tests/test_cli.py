@@ -188,7 +188,7 @@ def test_preprocess_and_evaluate_report_config_errors_alike(tmp_path: Path, caps
 
 
 def test_unknown_error_shapes_pass_through() -> None:
-    from unsup3d.cli import condense_parse_error
+    from unsup3d.lightning_cli import condense_parse_error
 
     assert condense_parse_error("unrecognized arguments: --foo 1") == "unrecognized arguments: --foo 1"
     odd = 'Parser key "x":\n  first\n  second'
@@ -196,7 +196,7 @@ def test_unknown_error_shapes_pass_through() -> None:
 
 
 def test_cpu_threads_fallback(monkeypatch) -> None:
-    from unsup3d.cli import set_cpu_threads
+    from unsup3d.lightning_cli import set_cpu_threads
 
     before = torch.get_num_threads()
     try:

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from unsup3d.cli import Unsup3DCLI, main
+from unsup3d.cli import main
 from unsup3d.evaluate import evaluate, summarize_load_error
+from unsup3d.lightning_cli import Unsup3DCLI
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart"
 TINY_ROOMS = [

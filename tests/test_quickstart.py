@@ -15,7 +15,7 @@ from tests.callbacks.wandb_env import isolate_wandb
 from unsup3d import quickstart
 from unsup3d.callbacks import OfflineRun, find_offline_runs, read_offline_run
 from unsup3d.data.formats.scannet_labels import SCANNET20_CLASS_NAMES
-from unsup3d.quickstart import format_metrics, main
+from unsup3d.quickstart import main
 from unsup3d.viz import label_colors
 
 MAX_POINTS = 20000  # ValidationMedia's max_points in the quickstart recipes
@@ -120,6 +120,3 @@ def test_teacher_available_is_false_without_weights(tmp_path: Path) -> None:
     assert not quickstart.teacher_available(str(tmp_path / "no-such-teacher"))
 
 
-def test_format_metrics_lists_classes() -> None:
-    text = format_metrics({"val/miou": 0.5, "val/acc": 0.75, "val/iou/wall": 0.9})
-    assert "50.00" in text and "75.00" in text and "wall" in text

@@ -67,7 +67,7 @@ def test_pickled_checkpoint_is_refused_and_nothing_runs(tmp_path: Path) -> None:
     from lightning.pytorch import Trainer
     from lightning.pytorch.demos.boring_classes import BoringModel
 
-    from unsup3d.cli import check_checkpoint
+    from unsup3d.lightning_cli import check_checkpoint
     from unsup3d.training.common import load_backbone
 
     marker = tmp_path / "ran"

@@ -20,8 +20,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from unsup3d.cli import Unsup3DCLI, check_checkpoint
-from unsup3d.quickstart import format_metrics
+from unsup3d.lightning_cli import Unsup3DCLI, check_checkpoint
+from unsup3d.metrics import format_metrics
 
 PROG = "unsup3d evaluate"
 

@@ -27,7 +27,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from unsup3d.cli import Unsup3DCLI
+from unsup3d.lightning_cli import Unsup3DCLI
+from unsup3d.metrics import format_metrics
 
 
 def experiments_dir() -> Path:
@@ -39,15 +40,6 @@ def experiments_dir() -> Path:
 def _fit(config: Path, extra: Sequence[str]) -> Unsup3DCLI:
     print(f"\n=== unsup3d fit --config {config} {' '.join(extra)}", flush=True)
     return Unsup3DCLI(args=["fit", "--config", str(config), *extra])
-
-
-def format_metrics(metrics: dict, prefix: str = "val") -> str:
-    """A small table of ``<prefix>/miou``, ``<prefix>/acc`` and the per-class IoUs in ``metrics``."""
-    lines = [f"{'mIoU':>16}  {float(metrics[f'{prefix}/miou']) * 100:6.2f}"]
-    lines.append(f"{'accuracy':>16}  {float(metrics[f'{prefix}/acc']) * 100:6.2f}")
-    for key in sorted(k for k in metrics if k.startswith(f"{prefix}/iou/")):
-        lines.append(f"{key.split('/')[-1]:>16}  {float(metrics[key]) * 100:6.2f}")
-    return "\n".join(lines)
 
 
 def _last_checkpoint(cli: Unsup3DCLI) -> str:

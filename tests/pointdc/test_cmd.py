@@ -11,10 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unsup3d.cli import Unsup3DCLI
 from unsup3d.data.collate import collate_scenes, voxelize
 from unsup3d.data.datasets import color_coord_features
 from unsup3d.data.scene_folder import list_scenes
+from unsup3d.lightning_cli import Unsup3DCLI
 from unsup3d.metrics import HungarianMIoU
 from unsup3d.metrics.hungarian import hungarian_miou
 from unsup3d.models import Res16UNet

@@ -18,9 +18,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, Dataset
 
-from unsup3d.cli import Unsup3DCLI
 from unsup3d.data.datasets import EpochSampler
 from unsup3d.data.resumable_loader import ResumableDataLoader
+from unsup3d.lightning_cli import Unsup3DCLI
 from unsup3d.models import MinkUNet
 from unsup3d.stssl.byol import sample_dropout
 from unsup3d.stssl.p2c import P2CModule
