@@ -53,6 +53,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -97,6 +98,12 @@ def teacher_args(teacher: str, data_root: Path) -> tuple[list[str], list[str]]:
         "--data.init_args.feature_targets.allow_random_teacher", "false",
     ]  # fmt: skip
     return [*common, *named, *TARGET_SPLITS], common
+
+
+def recipe_units() -> str:
+    """The units (``superpoint`` or ``region``) the SVC recipe's data module pools over."""
+    cfg = yaml.safe_load((QUICK / "pointdc_svc.yaml").read_text())
+    return cfg["data"]["init_args"].get("units", "superpoint")
 
 
 def prepare_oracle(cmd_args: list[str]) -> None:
@@ -210,6 +217,13 @@ def main() -> None:
         "--data-root", type=Path, default=None, help="default: data/benchmarks/pointdc_ablation/<teacher>"
     )
     p.add_argument("--json", type=Path, default=None, help="write one JSON object per row and seed here")
+    p.add_argument(
+        "--units",
+        choices=["recipe", "region", "superpoint"],
+        default="recipe",
+        help="the segments SVC clusters and evaluation pools over: the SVC recipe's (grown regions), or "
+        "forced; superpoint is the release's (the dataset's super-voxels)",
+    )
     args = p.parse_args()
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -217,9 +231,12 @@ def main() -> None:
     tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(args.teacher).name or args.teacher)
     data_root = args.data_root or Path("data/benchmarks/pointdc_ablation") / tag
     cmd_teacher, svc_teacher = teacher_args(args.teacher, data_root)
+    if args.units != "recipe":
+        svc_teacher += ["--data.init_args.units", args.units]
     if args.teacher == "oracle":
         prepare_oracle(cmd_teacher)
 
+    units = args.units if args.units != "recipe" else recipe_units()
     results: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in ROWS}
     extras: dict[str, dict] = {}  # the multi-view row's coverage, per seed
     for seed in range(args.seeds):
@@ -255,14 +272,15 @@ def main() -> None:
         for name, _ in ROWS:
             miou, acc = results[name][-1]
             row = {"row": name, "seed": seed, "miou": miou, "acc": acc, "teacher": args.teacher,
-                   "cmd_epochs": args.cmd_epochs, "svc_epochs": args.svc_epochs,
+                   "units": units, "cmd_epochs": args.cmd_epochs, "svc_epochs": args.svc_epochs,
                    "seconds_all_rows": time.perf_counter() - t0, **extras.get(name, {})}  # fmt: skip
             write_row("pointdc_ablation", row)
             if args.json:
                 with args.json.open("a") as f:
                     f.write(json.dumps(row) + "\n")
 
-    print(f"\nPointDC Table 4, synthetic rooms, teacher {args.teacher}, mean (std) of {args.seeds} seeds, %")
+    print(f"\nPointDC Table 4, synthetic rooms, teacher {args.teacher}, SVC units {units}, "
+          f"mean (std) of {args.seeds} seeds, %")  # fmt: skip
     print(f"{'':32s} {'mIoU':>14s} {'Acc':>14s}")
     for name, _ in ROWS:
         miou, acc = (np.array(results[name]) * 100).T

@@ -9,13 +9,17 @@ descriptors are added to the scene folders once. Rows, each Hungarian-matched on
 
 - ``kmeans-handcrafted``: K-means of the hand-made descriptors pooled per super-voxel (the
   teacher-free recipe's group weights), fitted on the training super-voxels; no network;
-- ``random-clustering``: SVC's clustering (Eq. 8) of an untrained network's features;
-- ``svc-scratch``: SVC (Eq. 8-12) from a random network, no CMD;
+- ``random-clustering``: SVC's clustering (Eq. 8) of an untrained network's features, over the
+  dataset's super-voxels (the release's units);
+- ``svc-scratch``: SVC (Eq. 8-12) from a random network, no CMD, as the release runs it (over the
+  dataset's super-voxels; the SVC recipe's own units, the grown regions, are one of the things the
+  teacher-free row adds);
 - ``teacher-free``: the teacher-free SVC recipe (``experiments/quickstart/pointdc_geometric_svc.yaml``)
   from a random network: SVC over the grown super-voxels (regions), clustering the network's features
   joined to the hand-made descriptors and evaluated in that joint space (``--teacher-free-cmd``
   distils the descriptors first, as the recipe pair does; it changed nothing measurable here);
-- ``teacher`` (with ``--teacher``): CMD from the 2D teacher on views rendered from the clouds, then SVC.
+- ``teacher`` (with ``--teacher``): CMD from the 2D teacher on views rendered from the clouds, then the
+  SVC recipe (``experiments/quickstart/pointdc_svc.yaml``: over the grown regions).
 
 Prints mean (std) mIoU / accuracy (%) over the seeds; ``--json PATH`` writes one object per line per
 row and seed (``row``, ``seed``, ``miou``, ``acc`` as fractions, with the settings and seconds), and
@@ -111,8 +115,8 @@ def _quiet(seed: int, work: Path) -> list[str]:
 
 
 def _data(root: Path, args: argparse.Namespace, descriptors: bool) -> list[str]:
-    """The scene-folder data module; with ``descriptors`` the teacher-free recipe's data: descriptors,
-    and the grown regions as the units SVC pools over."""
+    """The scene-folder data module; with ``descriptors`` the SVC recipes' data: descriptors, and the
+    grown regions as the units SVC pools over; without, the dataset's super-voxels (the release's)."""
     out = [
         "--data", "unsup3d.pointdc.datamodules.SceneFolderDataModule",
         "--data.init_args.root", str(root),
@@ -120,7 +124,7 @@ def _data(root: Path, args: argparse.Namespace, descriptors: bool) -> list[str]:
         "--data.init_args.batch_size", str(args.batch_size),
         "--data.init_args.descriptors", "true" if descriptors else "null",
     ]  # fmt: skip
-    return [*out, "--data.init_args.units", "region"] if descriptors else out
+    return [*out, "--data.init_args.units", "region" if descriptors else "superpoint"]
 
 
 def _svc(args: argparse.Namespace, seed: int, num_classes: int) -> list[str]:
@@ -169,7 +173,7 @@ def run_row(row: str, root: Path, dm, args: argparse.Namespace, seed: int, k: in
         cmd = [*_cmd(root, args, seed, k, out), *_data(root, args, False)]
         cmd += ["--data.init_args.feature_targets", json.dumps(targets)]
         ckpt = run_cli("fit", QUICK / "pointdc_cmd.yaml", cmd).trainer.checkpoint_callback.last_model_path
-        svc = [*_quiet(seed, args.work), *_data(root, args, False), *_svc(args, seed, k)]
+        svc = [*_quiet(seed, args.work), *_data(root, args, True), *_svc(args, seed, k)]
         svc += ["--model.init_args.init_checkpoint", ckpt]
         return val_metrics(run_cli("fit", QUICK / "pointdc_svc.yaml", svc))
     raise ValueError(f"unknown row {row!r}")
