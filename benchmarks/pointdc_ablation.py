@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -98,6 +99,26 @@ def teacher_args(teacher: str, data_root: Path) -> tuple[list[str], list[str]]:
         "--data.init_args.feature_targets.allow_random_teacher", "false",
     ]  # fmt: skip
     return [*common, *named, *TARGET_SPLITS], common
+
+
+def cmd_checkpoint(store: Path | None, teacher: str, seed: int, cmd_args: list[str]) -> tuple[str, object]:
+    """CMD's checkpoint for ``seed`` and its data module: trained with ``cmd_args``, or, with a
+    ``store`` that holds ``<teacher>-seed<k>-<epochs>ep.ckpt`` from an earlier run, that one (its data
+    module prepared, not trained); a newly trained checkpoint is copied into ``store``."""
+    epochs = cmd_args[cmd_args.index("--trainer.max_epochs") + 1]
+    tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(teacher).name or teacher)
+    kept = None if store is None else store / f"{tag}-seed{seed}-{epochs}ep.ckpt"
+    if kept is not None and kept.is_file():
+        print(f"CMD, seed {seed}: reusing {kept}", flush=True)
+        pairs = zip(cmd_args[::2], cmd_args[1::2], strict=True)
+        data = [x for key, value in pairs if key.startswith("--data") for x in (key, value)]
+        return str(kept), preprocess(["--config", str(QUICK / "pointdc_cmd.yaml"), *data])
+    cmd = run_cli("fit", QUICK / "pointdc_cmd.yaml", cmd_args)
+    ckpt = cmd.trainer.checkpoint_callback.last_model_path
+    if kept is not None:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ckpt, kept)
+    return ckpt, cmd.datamodule
 
 
 def recipe_units() -> str:
@@ -218,6 +239,13 @@ def main() -> None:
     )
     p.add_argument("--json", type=Path, default=None, help="write one JSON object per row and seed here")
     p.add_argument(
+        "--cmd-checkpoints",
+        type=Path,
+        default=None,
+        help="keep each seed's CMD checkpoint here (<teacher>-seed<k>-<epochs>ep.ckpt) and reuse one that "
+        "exists instead of training CMD again (CMD does not depend on the SVC settings)",
+    )
+    p.add_argument(
         "--units",
         choices=["recipe", "region", "superpoint"],
         default="recipe",
@@ -254,11 +282,10 @@ def main() -> None:
             "validate", QUICK / "pointdc_svc.yaml", [*svc_common, "--model.init_args.init_checkpoint", "null"]
         )
         results["random clustering"].append(val_metrics(random_row))
-        cmd = run_cli("fit", QUICK / "pointdc_cmd.yaml", cmd_args)
-        ckpt = cmd.trainer.checkpoint_callback.last_model_path
+        ckpt, cmd_dm = cmd_checkpoint(args.cmd_checkpoints, args.teacher, seed, cmd_args)
         svc_hp = random_row.model.hparams  # K and the K-means iterations of the SVC recipe's evaluation
         mv = multiview_clustering(
-            cmd.datamodule.scene_dirs("train"), cmd.datamodule.scene_dirs("val"), svc_hp.num_classes,
+            cmd_dm.scene_dirs("train"), cmd_dm.scene_dirs("val"), svc_hp.num_classes,
             niter=svc_hp.kmeans_iters, seed=seed,
         )  # fmt: skip
         results[MULTI_VIEW].append((mv.pop("miou"), mv.pop("acc")))
@@ -268,7 +295,7 @@ def main() -> None:
         for name, switches in ROWS[3:]:  # the SVC rows
             extra = [a for k, v in switches.items() for a in (f"--model.init_args.{k}", v)]
             results[name].append(val_metrics(run_cli("fit", QUICK / "pointdc_svc.yaml", [*with_cmd, *extra])))
-        del cmd
+        del cmd_dm
         for name, _ in ROWS:
             miou, acc = results[name][-1]
             row = {"row": name, "seed": seed, "miou": miou, "acc": acc, "teacher": args.teacher,
