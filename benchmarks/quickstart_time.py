@@ -92,16 +92,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = p.parse_args(argv)
     args.logs.mkdir(parents=True, exist_ok=True)
     base_commit = git("rev-parse", args.baseline)
-    head = git("rev-parse", "HEAD")
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
     records: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="quickstart_time_") as tmp:
         tree = Path(tmp) / "baseline"
         git("worktree", "add", "--detach", str(tree), base_commit)
         try:
-            sides = {"baseline": (tree / "src", base_commit), "current": (ROOT / "src", head)}
+            sides = {"baseline": tree / "src", "current": ROOT / "src"}
             for rep in range(args.repeat):
-                for row, (src, commit) in sides.items():
+                for row, src in sides.items():
+                    # this checkout as it is when its run starts (its files may change while the other runs)
+                    commit = base_commit if row == "baseline" else git("rev-parse", "HEAD")
+                    dirty = row == "current" and bool(git("status", "--porcelain", "--untracked-files=no"))
                     work = Path(tmp) / f"{row}_{rep}"
                     work.mkdir()
                     print(f"--- {row} ({commit[:9]}), run {rep + 1}/{args.repeat}", flush=True)
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         "acc": acc,
                         "seconds": round(seconds, 2),
                         "commit": commit,
-                        "dirty": dirty if row == "current" else False,
+                        "dirty": dirty,
                         "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "1"),
                     }
                     records.append(record)
