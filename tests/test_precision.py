@@ -10,15 +10,16 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from unsup3d.data.datamodules import SyntheticLidarDataModule, SyntheticRoomsDataModule
 
 from unsup3d.models import MinkUNet, Res16UNet
 from unsup3d.pointdc.clustering_pass import cluster_pass
 from unsup3d.pointdc.cmd import CMDModule
+from unsup3d.pointdc.datamodules import SyntheticRoomsDataModule
 from unsup3d.pointdc.linear_probe import LinearProbeModule
 from unsup3d.pointdc.svc import SVCModule
 from unsup3d.precision import float32, to_float32
 from unsup3d.stssl.byol import normalized_mse
+from unsup3d.stssl.datamodules import SyntheticLidarDataModule
 from unsup3d.stssl.finetune import FinetuneModule
 from unsup3d.stssl.interframe import InterFrameModule
 from unsup3d.stssl.p2c import P2CModule
