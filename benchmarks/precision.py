@@ -87,8 +87,10 @@ def run_row(row: str, precision: str, seed: int, data_root: Path) -> tuple[float
 def prepare(rows: list[str], data_root: Path) -> None:
     """Generate the rows' data (and descriptors) once, before anything is timed."""
     configs = {"pointdc-quickstart": "pointdc_geometric_svc.yaml", "stssl-p2c": "stssl_p2c.yaml"}
+    from unsup3d.cli import preprocess
+
     for row in rows:
-        run_cli("preprocess", QUICKSTART / configs[row], ["--data.init_args.data_root", str(data_root)])
+        preprocess(["--config", str(QUICKSTART / configs[row]), "--data.init_args.data_root", str(data_root)])
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
