@@ -20,7 +20,7 @@ from torch import Tensor
 
 from unsup3d.clustering import kmeans
 from unsup3d.pointdc.geometric import DESCRIPTOR_GROUPS, descriptor_columns
-from unsup3d.precision import float32
+from unsup3d.training.precision import float32
 from unsup3d.vision.projection import superpoint_mean
 
 

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
-from unsup3d.precision import float32, to_float32
 from unsup3d.training.common import build_backbone, default_pointdc_backbone
+from unsup3d.training.precision import float32, to_float32
 
 
 class LinearProbeModule(LightningModule):

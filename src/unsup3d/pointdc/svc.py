@@ -21,9 +21,9 @@ from lightning.pytorch import LightningModule
 from unsup3d.metrics import HungarianMIoU
 from unsup3d.models import CosineClassifier
 from unsup3d.pointdc.clustering_pass import PseudoLabels, cluster_pass, descriptor_scale, point_scores
-from unsup3d.precision import float32, to_float32
 from unsup3d.training.common import build_backbone, default_pointdc_backbone, rank_share
 from unsup3d.training.evaluation import log_metric, merge_clusters, pool_logits
+from unsup3d.training.precision import float32, to_float32
 
 
 class SVCModule(LightningModule):

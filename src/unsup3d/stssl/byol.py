@@ -38,9 +38,9 @@ from torch import Tensor, nn
 
 from unsup3d.metrics import HungarianMIoU
 from unsup3d.models import PredictionHead, ProjectionHead
-from unsup3d.precision import float32, to_float32
 from unsup3d.training.common import build_backbone, default_stssl_backbone
 from unsup3d.training.evaluation import log_metric
+from unsup3d.training.precision import float32, to_float32
 
 __all__ = [
     "BYOLStage",

@@ -19,9 +19,9 @@ from lightning.pytorch import LightningModule
 from torch import Tensor
 from torchmetrics import Metric
 
-from unsup3d.precision import float32, to_float32
 from unsup3d.training.common import build_backbone, default_stssl_backbone
 from unsup3d.training.evaluation import log_metric
+from unsup3d.training.precision import float32, to_float32
 
 
 class SegmentationIoU(Metric):

@@ -17,12 +17,12 @@ from unsup3d.pointdc.cmd import CMDModule
 from unsup3d.pointdc.datamodules import SyntheticRoomsDataModule
 from unsup3d.pointdc.linear_probe import LinearProbeModule
 from unsup3d.pointdc.svc import SVCModule
-from unsup3d.precision import float32, to_float32
 from unsup3d.stssl.byol import normalized_mse
 from unsup3d.stssl.datamodules import SyntheticLidarDataModule
 from unsup3d.stssl.finetune import FinetuneModule
 from unsup3d.stssl.interframe import InterFrameModule
 from unsup3d.stssl.p2c import P2CModule
+from unsup3d.training.precision import float32, to_float32
 
 CPU = torch.device("cpu")
 #: relative difference of a bf16 step's loss from the fp32 step's (bf16 keeps 8 mantissa bits)
