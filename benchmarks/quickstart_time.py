@@ -35,10 +35,13 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import write_row  # noqa: E402
 
-#: asks the quickstart's interpreter where it imported unsup3d from, then runs the quickstart
+#: prints where the interpreter imported unsup3d from and stops (exit 3) unless it is under the src
+#: the run was given (``QUICKSTART_TIME_SRC``); then runs the quickstart
 _RUNNER = (
-    "import sys, unsup3d, unsup3d.quickstart as q; "
-    "print('UNSUP3D_FROM', unsup3d.__file__, flush=True); q.main(sys.argv[1:])"
+    "import os, pathlib, sys, unsup3d; "
+    "found = pathlib.Path(unsup3d.__file__).resolve(); print('UNSUP3D_FROM', found, flush=True); "
+    "found.is_relative_to(pathlib.Path(os.environ['QUICKSTART_TIME_SRC']).resolve()) or sys.exit(3); "
+    "import unsup3d.quickstart as q; q.main(sys.argv[1:])"
 )
 
 
@@ -62,6 +65,7 @@ def run_quickstart(src: Path, work: Path, log: Path, extra: list[str]) -> tuple[
     env["PYTHONPATH"] = os.pathsep.join([str(src), *filter(None, [env.get("PYTHONPATH")])])
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("WANDB_SILENT", "true")
+    env["QUICKSTART_TIME_SRC"] = str(src)
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-c", _RUNNER, *extra], cwd=work, env=env, capture_output=True, text=True
@@ -69,11 +73,11 @@ def run_quickstart(src: Path, work: Path, log: Path, extra: list[str]) -> tuple[
     seconds = time.perf_counter() - t0
     output = proc.stdout + proc.stderr
     log.write_text(output)
+    found = re.search(r"^UNSUP3D_FROM (.+)$", proc.stdout, flags=re.M)
+    if not found or not Path(found.group(1)).is_relative_to(src.resolve()):
+        raise RuntimeError(f"the quickstart imported unsup3d from {found and found.group(1)}, not {src}")
     if proc.returncode != 0:
         raise RuntimeError(f"quickstart from {src} failed (exit {proc.returncode}), see {log}")
-    found = re.search(r"^UNSUP3D_FROM (.+)$", proc.stdout, flags=re.M)
-    if not found or not Path(found.group(1)).resolve().is_relative_to(src.resolve()):
-        raise RuntimeError(f"the quickstart imported unsup3d from {found and found.group(1)}, not {src}")
     return seconds, output
 
 
