@@ -235,6 +235,20 @@ def test_existing_scenes_are_kept_changed_settings_rewrite_foreign_data_refused(
         generate_rooms(foreign, cfg)
 
 
+def test_frames_leave_the_scene_unchanged(tmp_path: Path) -> None:
+    """The teacher-free quickstart recipes generate no frames: their rooms must be the 2D recipes' rooms."""
+    cfg = SyntheticRoomsConfig(num_scenes=1, num_val=0, frames_per_scene=0, points_per_m2=40.0)
+    bare = generate_rooms(tmp_path / "bare", cfg)[0]
+    framed = generate_rooms(
+        tmp_path / "framed", SyntheticRoomsConfig(**{**cfg.__dict__, "frames_per_scene": 2})
+    )[0]
+    assert (framed / "color" / "0.jpg").is_file() and not (bare / "color").exists()
+    files = sorted(f.name for f in bare.glob("scene0000_00*") if f.suffix in (".ply", ".json"))
+    assert len(files) == 4
+    for name in files:
+        assert (bare / name).read_bytes() == (framed / name).read_bytes(), name
+
+
 @pytest.mark.parametrize(
     "bad", [{"num_val": 3, "num_scenes": 2}, {"image_size": (4, 4)}, {"room_side": (5.0, 3.0)}]
 )

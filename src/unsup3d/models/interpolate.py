@@ -127,7 +127,8 @@ def interpolation_matrix(
     col, val = cols[present], weights[present]  # row-major: rows ascending, columns ascending within
     row = torch.arange(n, device=device)[:, None].expand(n, 8)[present]
     matrix = _csr(_crow(present.sum(dim=1)), col, val, (n, m))
-    by_col = torch.argsort(col * max(n, 1) + row)
+    # entries come row-major, so a stable sort by column keeps the rows ascending within each column
+    by_col = torch.sort(col, stable=True).indices
     transpose = _csr(_crow(torch.bincount(col, minlength=m)), row[by_col], val[by_col], (m, n))
     return Interpolation(matrix, transpose, order)
 

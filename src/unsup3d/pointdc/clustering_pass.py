@@ -20,6 +20,7 @@ from torch import Tensor
 
 from unsup3d.clustering import kmeans
 from unsup3d.pointdc.geometric import DESCRIPTOR_GROUPS, descriptor_columns
+from unsup3d.training.precision import float32
 from unsup3d.vision.projection import superpoint_mean
 
 
@@ -205,18 +206,21 @@ def cluster_pass(
     Spherical K-means of the super-voxel features; with ``scale`` (the teacher-free path's joint
     features, see :func:`superpoint_features`) Euclidean K-means of the joint features. Returns the
     ``(num_clusters, D)`` centroids (``D`` the joint width with ``scale``; the same on every rank) and
-    the pseudo labels of all training scenes (gathered from every rank).
+    the pseudo labels of all training scenes (gathered from every rank). It runs in float32 even when
+    called under mixed precision: K-means and the labels depend on small differences of cosines.
     """
     was_training = backbone.training
     backbone.eval()
     try:
-        feats, scenes, ids = superpoint_features(backbone, loader_fn(), device, scale)
-        result = kmeans(feats, num_clusters, niter=niter, spherical=scale is None, seed=seed)
-        by_sp: dict[int, Tensor] = {}
-        by_pt: dict[int, Tensor] = {}
-        if nonparametric or superpoint_pooling:
-            by_pt = point_labels(backbone, loader_fn(), result.centroids, device, superpoint_pooling, scale)
-        else:  # basic SVC: every point takes its super-voxel's K-means assignment (Eq. 8)
+        with float32(device):
+            feats, scenes, ids = superpoint_features(backbone, loader_fn(), device, scale)
+            result = kmeans(feats, num_clusters, niter=niter, spherical=scale is None, seed=seed)
+            by_sp: dict[int, Tensor] = {}
+            by_pt: dict[int, Tensor] = {}
+            if nonparametric or superpoint_pooling:
+                centroids = result.centroids
+                by_pt = point_labels(backbone, loader_fn(), centroids, device, superpoint_pooling, scale)
+        if not (nonparametric or superpoint_pooling):  # basic SVC: each point its super-voxel's (Eq. 8)
             for scene in scenes.unique().tolist():
                 rows = scenes == scene
                 table = torch.full((int(ids[rows].max()) + 1,), -1, dtype=torch.int16)

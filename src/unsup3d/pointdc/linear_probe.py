@@ -14,6 +14,7 @@ from lightning.pytorch import LightningModule
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from unsup3d.training.common import build_backbone, default_pointdc_backbone
+from unsup3d.training.precision import float32, to_float32
 
 
 class LinearProbeModule(LightningModule):
@@ -54,7 +55,8 @@ class LinearProbeModule(LightningModule):
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         with torch.no_grad():
             feats = self.backbone(batch["sparse"], batch["inverse"])
-        return self.linear(feats)
+        with float32(feats.device):  # logits feed cross-entropy and argmax: float32 under mixed precision
+            return self.linear(to_float32(feats))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = F.cross_entropy(self(batch), batch["segment"], ignore_index=self.hparams.ignore_index)

@@ -23,6 +23,7 @@ from unsup3d.models import CosineClassifier
 from unsup3d.pointdc.clustering_pass import PseudoLabels, cluster_pass, descriptor_scale, point_scores
 from unsup3d.training.common import build_backbone, default_pointdc_backbone, rank_share
 from unsup3d.training.evaluation import log_metric, merge_clusters, pool_logits
+from unsup3d.training.precision import float32, to_float32
 
 
 class SVCModule(LightningModule):
@@ -161,7 +162,9 @@ class SVCModule(LightningModule):
         # the release's fixed classifier scores unnormalised features (|f| cos), the warm-up's a cosine;
         # a function of the epoch alone, so a run resumed mid-epoch scores as the uninterrupted one
         self.classifier.normalize_input = not self._fixed(self.current_epoch) or self.hparams.fixed_normalize
-        return self.classifier(self.backbone(batch["sparse"], batch["inverse"]))
+        feats = self.backbone(batch["sparse"], batch["inverse"])
+        with float32(feats.device):  # logits feed cross-entropy, argmax and pooling: float32 under bf16
+            return self.classifier(to_float32(feats))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         """PointDC Eq. 11-12: cross-entropy of the augmented scene against the clean-scene labels."""
@@ -181,9 +184,11 @@ class SVCModule(LightningModule):
         scores of Eq. 9 (network features and the scene's own descriptors against the centroids)."""
         if self.scale is None or not self.hparams.eval_descriptors:
             return self(batch)
-        f = F.normalize(self.backbone(batch["sparse"], batch["inverse"]), dim=1)
-        d = batch["descriptor"].float() * self.scale.to(f.device)
-        return point_scores(f, self.centroids.float(), d)
+        feats = self.backbone(batch["sparse"], batch["inverse"])
+        with float32(feats.device):  # joint scores differ by little: float32 under bf16
+            f = F.normalize(to_float32(feats), dim=1)
+            d = batch["descriptor"].float() * self.scale.to(f.device)
+            return point_scores(f, self.centroids.float(), d)
 
     def predict_clusters(self, batch: dict[str, Any]) -> torch.Tensor:
         """Cluster id of every point (super-voxel pooled and merged as configured)."""

@@ -40,6 +40,7 @@ from unsup3d.metrics import HungarianMIoU
 from unsup3d.models import PredictionHead, ProjectionHead
 from unsup3d.training.common import build_backbone, default_stssl_backbone
 from unsup3d.training.evaluation import log_metric
+from unsup3d.training.precision import float32, to_float32
 
 __all__ = [
     "BYOLStage",
@@ -60,8 +61,10 @@ _ONLINE, _TARGET = 0, 1
 
 
 def normalized_mse(pred: Tensor, target: Tensor) -> Tensor:
-    """BYOL's loss per row: ``|| p/|p| - z/|z| ||^2 = 2 - 2 cos(p, z)``."""
-    return 2 - 2 * F.cosine_similarity(pred, target, dim=-1, eps=1e-8)
+    """BYOL's loss per row: ``|| p/|p| - z/|z| ||^2 = 2 - 2 cos(p, z)``, in float32 (under bf16 the
+    cosine would keep 8 bits, and the loss is its small difference from 1)."""
+    with float32(pred.device):
+        return 2 - 2 * F.cosine_similarity(to_float32(pred), to_float32(target), dim=-1, eps=1e-8)
 
 
 def byol_loss(pred: Tensor, target: Tensor) -> Tensor:

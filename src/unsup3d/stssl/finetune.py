@@ -21,6 +21,7 @@ from torchmetrics import Metric
 
 from unsup3d.training.common import build_backbone, default_stssl_backbone
 from unsup3d.training.evaluation import log_metric
+from unsup3d.training.precision import float32, to_float32
 
 
 class SegmentationIoU(Metric):
@@ -105,8 +106,10 @@ class FinetuneModule(LightningModule):
         self.metric = SegmentationIoU(num_classes)
 
     def forward(self, batch: dict[str, Any]) -> Tensor:
-        """Per-point class logits."""
-        return self.classifier(self.backbone(batch["sparse"], batch["inverse"]))
+        """Per-point class logits (float32 under mixed precision: they feed cross-entropy and argmax)."""
+        feats = self.backbone(batch["sparse"], batch["inverse"])
+        with float32(feats.device):
+            return self.classifier(to_float32(feats))
 
     def on_fit_start(self) -> None:
         """The classifier must have the data's classes (a mismatch would fail deep in cross-entropy)."""
