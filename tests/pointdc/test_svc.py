@@ -209,3 +209,21 @@ def test_over_clusters_merge_once_per_evaluation(rooms_root: Path, monkeypatch: 
     with torch.no_grad():
         model.predict_clusters(batch)
     assert calls == [4, 4]  # a new evaluation merges again
+
+
+def test_svc_loss_is_eq_11_written_out() -> None:
+    import math
+
+    from unsup3d.pointdc.svc import svc_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(40, 7, generator=g, dtype=torch.float64) * 3
+    target = torch.randint(-1, 7, (40,), generator=g)
+    terms = []
+    for i in range(40):  # -log(e^{l_iy} / sum_k e^{l_ik}) over the labelled points, then the mean
+        if target[i] >= 0:
+            row = logits[i].tolist()
+            terms.append(-(row[int(target[i])] - math.log(sum(math.exp(v) for v in row))))
+    assert math.isclose(float(svc_loss(logits, target)), sum(terms) / len(terms), rel_tol=1e-6)
+    none = svc_loss(logits.float().requires_grad_(), torch.full((40,), -1))
+    assert float(none) == 0.0 and none.requires_grad  # no label: nothing to learn, no NaN

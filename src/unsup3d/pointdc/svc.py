@@ -26,6 +26,17 @@ from unsup3d.training.evaluation import log_metric, merge_clusters, pool_logits
 from unsup3d.training.precision import float32, to_float32
 
 
+def svc_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """PointDC Eq. 11 (Eq. 12 when ``logits`` come from the augmented scene): the mean over labelled
+    points of the cross-entropy of ``logits`` ``(N, K)`` (the classifier's ``f (x) mu``) against the
+    pseudo labels ``target`` ``(N,)`` (``-1``: no label, left out; every point unlabelled gives 0).
+    The paper's outer squared norm of a scalar changes no minimiser, so it is left out, as the release
+    does."""
+    if not bool((target >= 0).any()):
+        return logits.sum() * 0.0  # keeps the graph (DDP) with nothing to learn
+    return F.cross_entropy(logits, target, ignore_index=-1)
+
+
 class SVCModule(LightningModule):
     """Super-Voxel Clustering (see the module docstring).
 
@@ -172,7 +183,7 @@ class SVCModule(LightningModule):
             batch["scene_index"], batch["point_batch"], batch["superpoint_id"], batch["point_index"]
         ).long()
         logits = self(batch)
-        loss = F.cross_entropy(logits, target, ignore_index=-1)
+        loss = svc_loss(logits, target)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["scene_index"]), sync_dist=True)
         self.log("train/labelled", (target >= 0).float().mean(), batch_size=len(batch["scene_index"]))
         return loss
