@@ -38,22 +38,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import write_row  # noqa: E402
 from unsup3d.clustering import kmeans  # noqa: E402
+from unsup3d.data.superpoints import superpoint_purity  # noqa: E402
 from unsup3d.metrics import HungarianMIoU  # noqa: E402
-from unsup3d.pointdc.clustering_pass import point_labels, superpoint_features  # noqa: E402
+from unsup3d.pointdc.clustering_pass import (  # noqa: E402
+    PseudoLabels,
+    point_labels,
+    superpoint_features,
+    superpoint_tables,
+)
 
 RECIPE = Path(__file__).resolve().parent.parent / "experiments" / "quickstart" / "pointdc_svc.yaml"
 UNIT_FILES = {"superpoint": "superpoint.npy", "region": "region.npy"}
-
-
-def unit_impurity(unit: torch.Tensor, segment: torch.Tensor) -> tuple[int, int]:
-    """``(points not of their unit's majority class, labelled points in a unit)``."""
-    ok = (unit >= 0) & (segment >= 0)
-    u, s = unit[ok], segment[ok]
-    if len(u) == 0:
-        return 0, 0
-    classes = int(s.max()) + 1
-    counts = torch.bincount(u * classes + s, minlength=(int(u.max()) + 1) * classes)
-    return int(ok.sum()) - int(counts.view(-1, classes).max(1).values.sum()), int(ok.sum())
 
 
 def label_table(labels: torch.Tensor, num_points: int) -> torch.Tensor:
@@ -83,14 +78,15 @@ def compare(cli_args: list[str], units: str, seed: int) -> dict[str, dict]:
     num_classes = int(model.hparams.num_classes)
     metrics = {name: HungarianMIoU(num_classes, num_clusters) for name in ("eq8", "eq9", "eq9+10")}
     agree = {"eq9": [0, 0], "eq9+10": [0, 0]}
-    impure = [0, 0]
+    impure = [0.0, 0]  # points outside their unit's majority class, labelled points in a unit
+    # Eq. 8 as training reads it: the super-voxel tables of basic SVC, looked up per point
+    eq8_labels = PseudoLabels(superpoint_tables(scenes, ids, result.assignments), {})
     for i, scene_dir in enumerate(dm.scene_dirs("train")):
         segment = torch.from_numpy(np.load(Path(scene_dir) / "segment.npy").astype(np.int64))
         unit = torch.from_numpy(np.load(Path(scene_dir) / UNIT_FILES[units]).astype(np.int64))
-        rows = scenes == i
-        table = torch.full((max(int(unit.max()), int(ids[rows].max())) + 1,), -1, dtype=torch.long)
-        table[ids[rows]] = result.assignments[rows].long()
-        eq8 = torch.where(unit >= 0, table[unit.clamp_min(0)], torch.full_like(unit, -1))
+        n = len(segment)
+        zeros, rows = torch.zeros(n, dtype=torch.long), torch.arange(n)
+        eq8 = eq8_labels.lookup(torch.tensor([i]), zeros, unit, rows)
         labels = {
             "eq8": eq8,
             "eq9": label_table(per_point[i], len(segment)),
@@ -103,9 +99,10 @@ def compare(cli_args: list[str], units: str, seed: int) -> dict[str, dict]:
         for name in agree:
             agree[name][0] += int((labels[name][has] == eq8[has]).sum())
             agree[name][1] += int(has.sum())
-        a, b = unit_impurity(unit, segment)
-        impure[0] += a
-        impure[1] += b
+        counted = int(((unit >= 0) & (segment >= 0)).sum())
+        if counted:
+            impure[0] += (1.0 - superpoint_purity(unit.numpy(), segment.numpy())) * counted
+            impure[1] += counted
     out = {}
     for name, metric in metrics.items():
         r = metric.compute()

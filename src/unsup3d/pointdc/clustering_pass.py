@@ -178,6 +178,18 @@ def point_labels(
     return out
 
 
+def superpoint_tables(scenes: Tensor, ids: Tensor, assignments: Tensor) -> dict[int, Tensor]:
+    """Basic SVC's labels (Eq. 8): for each scene, a table indexed by stored super-voxel id holding its
+    K-means assignment (-1 for ids with none); ``scenes`` / ``ids`` as :func:`superpoint_features`."""
+    out: dict[int, Tensor] = {}
+    for scene in scenes.unique().tolist():
+        rows = scenes == scene
+        table = torch.full((int(ids[rows].max()) + 1,), -1, dtype=torch.int16)
+        table[ids[rows]] = assignments[rows].to(torch.int16)
+        out[scene] = table
+    return out
+
+
 def _all_gather_dict(d: dict[int, Tensor]) -> dict[int, Tensor]:
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
         return d
@@ -221,11 +233,7 @@ def cluster_pass(
                 centroids = result.centroids
                 by_pt = point_labels(backbone, loader_fn(), centroids, device, superpoint_pooling, scale)
         if not (nonparametric or superpoint_pooling):  # basic SVC: each point its super-voxel's (Eq. 8)
-            for scene in scenes.unique().tolist():
-                rows = scenes == scene
-                table = torch.full((int(ids[rows].max()) + 1,), -1, dtype=torch.int16)
-                table[ids[rows]] = result.assignments[rows].to(torch.int16)
-                by_sp[scene] = table
+            by_sp = superpoint_tables(scenes, ids, result.assignments)
         return result.centroids, PseudoLabels(_all_gather_dict(by_sp), _all_gather_dict(by_pt))
     finally:
         backbone.train(was_training)
