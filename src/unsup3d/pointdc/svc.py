@@ -32,9 +32,9 @@ def svc_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     pseudo labels ``target`` ``(N,)`` (``-1``: no label, left out; every point unlabelled gives 0).
     The paper's outer squared norm of a scalar changes no minimiser, so it is left out, as the release
     does."""
-    if not bool((target >= 0).any()):
-        return logits.sum() * 0.0  # keeps the graph (DDP) with nothing to learn
-    return F.cross_entropy(logits, target, ignore_index=-1)
+    # sum / count rather than a check for labels: no host sync a step, and 0 (graph kept) with none
+    labelled = (target >= 0).sum().clamp_min(1)
+    return F.cross_entropy(logits, target, ignore_index=-1, reduction="sum") / labelled
 
 
 class SVCModule(LightningModule):
