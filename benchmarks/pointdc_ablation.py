@@ -101,12 +101,12 @@ def teacher_args(teacher: str, data_root: Path) -> tuple[list[str], list[str]]:
     return [*common, *named, *TARGET_SPLITS], common
 
 
-def cmd_checkpoint(store: Path | None, teacher: str, seed: int, cmd_args: list[str]) -> tuple[str, object]:
+def cmd_checkpoint(store: Path | None, tag: str, seed: int, cmd_args: list[str]) -> tuple[str, object]:
     """CMD's checkpoint for ``seed`` and its data module: trained with ``cmd_args``, or, with a
-    ``store`` that holds ``<teacher>-seed<k>-<epochs>ep.ckpt`` from an earlier run, that one (its data
-    module prepared, not trained); a newly trained checkpoint is copied into ``store``."""
+    ``store`` that holds ``<tag>-seed<k>-<epochs>ep.ckpt`` (``tag``: the teacher's, as its data root's)
+    from an earlier run, that one (its data module prepared, not trained); a newly trained checkpoint
+    is copied into ``store``."""
     epochs = cmd_args[cmd_args.index("--trainer.max_epochs") + 1]
-    tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(teacher).name or teacher)
     kept = None if store is None else store / f"{tag}-seed{seed}-{epochs}ep.ckpt"
     if kept is not None and kept.is_file():
         print(f"CMD, seed {seed}: reusing {kept}", flush=True)
@@ -282,7 +282,7 @@ def main() -> None:
             "validate", QUICK / "pointdc_svc.yaml", [*svc_common, "--model.init_args.init_checkpoint", "null"]
         )
         results["random clustering"].append(val_metrics(random_row))
-        ckpt, cmd_dm = cmd_checkpoint(args.cmd_checkpoints, args.teacher, seed, cmd_args)
+        ckpt, cmd_dm = cmd_checkpoint(args.cmd_checkpoints, tag, seed, cmd_args)
         svc_hp = random_row.model.hparams  # K and the K-means iterations of the SVC recipe's evaluation
         mv = multiview_clustering(
             cmd_dm.scene_dirs("train"), cmd_dm.scene_dirs("val"), svc_hp.num_classes,
