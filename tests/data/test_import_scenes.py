@@ -106,6 +106,20 @@ def test_folder_scene_and_label_npy(tmp_path: Path, xyz: np.ndarray) -> None:
         read_user_scene(empty)
 
 
+def test_folder_scene_reads_pointcept_scannet20_labels(tmp_path: Path, xyz: np.ndarray) -> None:
+    """Pointcept's ScanNet folders hold ``segment20.npy`` (ScanNet-20 ids, -1 ignored) and
+    ``segment200.npy``, no ``segment.npy``: the 20-class labels are read, never the 200-class ones."""
+    d = tmp_path / "scene0000_00"
+    d.mkdir()
+    np.save(d / "coord.npy", xyz)
+    labels = np.arange(50) % 21 - 1  # -1 .. 19
+    np.save(d / "segment20.npy", labels.astype(np.int16))
+    np.save(d / "segment200.npy", np.full(50, 150, np.int16))
+    np.testing.assert_array_equal(read_user_scene(d)["segment"], labels)
+    np.save(d / "segment.npy", np.full(50, 3, np.int64))  # a scene's own segment.npy comes first
+    assert (read_user_scene(d)["segment"] == 3).all()
+
+
 def test_bad_files_name_the_file(tmp_path: Path, xyz: np.ndarray) -> None:
     (tmp_path / "junk.ply").write_bytes(b"ply\nformat nonsense\n")
     with pytest.raises(ValueError, match="junk.ply"):

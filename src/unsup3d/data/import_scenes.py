@@ -11,7 +11,8 @@ folder, named by the file stem or folder name:
   ``class``, ``semantic``, ``segment``, ``scalar_label`` or ``category``, or the ``label_field`` given);
 - ``<scene>.npy``: one ``(N, 3)`` xyz, ``(N, 6)`` xyz + rgb or ``(N, 7)`` xyz + rgb + label array;
 - ``<scene>/`` holding ``coord.npy`` ``(N, 3)`` and optionally ``color.npy``, ``normal.npy``, and
-  ``segment.npy`` (or ``label.npy``) ``(N,)``: a scene folder of another project (e.g. Pointcept).
+  ``segment.npy`` (or ``segment20.npy``, Pointcept's ScanNet-20 labels, or ``label.npy``) ``(N,)``: a
+  scene folder of another project (e.g. Pointcept).
 
 Colours may be integers 0-255 or floats; float colours whose maximum is at most 1 are read as
 0-1 (the PLY and Open3D convention), larger ones as 0-255. A scene without colour gets mid-grey (128)
@@ -128,7 +129,7 @@ def _read_folder_scene(path: Path) -> dict[str, np.ndarray]:
             f"{path}: a scene folder needs coord.npy (found {sorted(p.name for p in path.iterdir())})"
         )
     scene = {"coord": _load_npy(path / "coord.npy")}
-    for key, files in (("color", ["color"]), ("normal", ["normal"]), ("segment", ["segment", "label"])):
+    for key, files in (("color", ["color"]), ("normal", ["normal"]), ("segment", ["segment", "segment20", "label"])):
         f = next((path / f"{n}.npy" for n in files if (path / f"{n}.npy").is_file()), None)
         if f is not None:
             scene[key] = _load_npy(f)
