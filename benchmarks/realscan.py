@@ -9,6 +9,9 @@ descriptors are added to the scene folders once. Rows, each Hungarian-matched on
 
 - ``kmeans-handcrafted``: K-means of the hand-made descriptors pooled per super-voxel (the
   teacher-free recipe's group weights), fitted on the training super-voxels; no network;
+- ``kmeans-regions``: the same K-means over the grown super-voxels (regions) the teacher-free row
+  pools over; no network. A diagnostic: what the descriptors and regions reach alone, so that the
+  teacher-free row shows what its network adds (on the scan-like rooms: nothing measurable);
 - ``random-clustering``: SVC's clustering (Eq. 8) of an untrained network's features, over the
   dataset's super-voxels (the release's units);
 - ``svc-scratch``: SVC (Eq. 8-12) from a random network, no CMD, as the release runs it (over the
@@ -21,6 +24,10 @@ descriptors are added to the scene folders once. Rows, each Hungarian-matched on
 - ``teacher`` (with ``--teacher``): CMD from the 2D teacher on views rendered from the clouds, then the
   SVC recipe (``experiments/quickstart/pointdc_svc.yaml``: over the grown regions).
 
+A root whose scenes are all in ``train/`` (``unsup3d import`` without ``--val-fraction``) is split
+here: every ``--val-every``-th scene by name (the 3rd, 6th, ...) is held out as val, through a view of
+symlinks under ``--work`` (the scene folders themselves stay where they are and get the caches).
+
 Prints mean (std) mIoU / accuracy (%) over the seeds; ``--json PATH`` writes one object per line per
 row and seed (``row``, ``seed``, ``miou``, ``acc`` as fractions, with the settings and seconds), and
 every row is also appended to ``benchmarks/results/realscan.jsonl``.
@@ -32,6 +39,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -45,13 +53,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._common import run_cli, val_metrics, write_row  # noqa: E402
 from unsup3d.clustering import kmeans  # noqa: E402
 from unsup3d.data.prepare import load_npy  # noqa: E402
+from unsup3d.data.scene_folder import list_scenes  # noqa: E402
 from unsup3d.metrics import HungarianMIoU  # noqa: E402
 from unsup3d.pointdc.datamodules import SceneFolderDataModule  # noqa: E402
 from unsup3d.pointdc.geometric import weight_columns  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 QUICK = REPO / "experiments" / "quickstart"
-ROWS = ("kmeans-handcrafted", "random-clustering", "svc-scratch", "teacher-free", "teacher")
+ROWS = ("kmeans-handcrafted", "kmeans-regions", "random-clustering", "svc-scratch", "teacher-free", "teacher")
 
 
 def recipe_weights() -> dict[str, float]:
@@ -80,10 +89,35 @@ def count_classes(dm: SceneFolderDataModule) -> int:
     return top + 1
 
 
-def _pooled(scene_dir: Path, weights: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
-    """Each super-voxel's mean weighted descriptor, and each point's super-voxel."""
+def held_out_view(root: Path, work: Path, every: int) -> Path:
+    """``root`` itself where it has val scenes; else a view under ``work`` whose ``val/`` holds every
+    ``every``-th training scene by name (the ``every``-th, ``2 every``-th, ...) and ``train/`` the
+    rest, as symlinks to the scene folders (whose caches are then written in place)."""
+    scenes = list_scenes(root, "train")
+    if list_scenes(root, "val") or len(scenes) < 2:
+        return root
+    if every < 2:
+        raise SystemExit(f"{root}: no val scenes, and --val-every {every} would hold out every scene")
+    view = work / "split_view"
+    for split in ("train", "val"):
+        shutil.rmtree(view / split, ignore_errors=True)
+        (view / split).mkdir(parents=True)
+    for i, scene in enumerate(scenes):
+        split = "val" if (i + 1) % every == 0 else "train"
+        (view / split / scene.name).symlink_to(scene.resolve(), target_is_directory=True)
+    n_val = len(scenes) // every
+    print(
+        f"{root}: no val scenes; holding out every {every}th scene by name ({n_val} of {len(scenes)}) as val"
+    )
+    return view
+
+
+def _pooled(
+    scene_dir: Path, weights: dict[str, float], unit: str = "superpoint"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each unit's (``superpoint`` or ``region``) mean weighted descriptor, and each point's unit."""
     desc = weight_columns(load_npy(scene_dir / "descriptor.npy"), weights).astype(np.float64)
-    sp = load_npy(scene_dir / "superpoint.npy")
+    sp = load_npy(scene_dir / f"{unit}.npy")
     sp = np.where(sp >= 0, sp, sp.max() + 1)  # points without one form one last unit
     n = int(sp.max()) + 1
     count = np.maximum(np.bincount(sp, minlength=n), 1)
@@ -91,15 +125,18 @@ def _pooled(scene_dir: Path, weights: dict[str, float]) -> tuple[np.ndarray, np.
     return means.astype(np.float32), sp
 
 
-def kmeans_handcrafted(dm: SceneFolderDataModule, num_classes: int, seed: int) -> tuple[float, float]:
-    """K-means of the training super-voxels' descriptors; each val super-voxel takes its nearest centroid."""
+def kmeans_handcrafted(
+    dm: SceneFolderDataModule, num_classes: int, seed: int, unit: str = "superpoint"
+) -> tuple[float, float]:
+    """K-means of the training units' descriptors (``unit``: the super-voxels, or the grown ``region``);
+    each val unit takes its nearest centroid."""
     weights = recipe_weights()
-    train = [_pooled(d, weights)[0] for d in dm.scene_dirs("train")]
+    train = [_pooled(d, weights, unit)[0] for d in dm.scene_dirs("train")]
     feats = torch.from_numpy(np.concatenate(train))
     centroids = kmeans(feats, num_classes, niter=80, seed=seed).centroids
     metric = HungarianMIoU(num_classes)
     for d in dm.scene_dirs("val"):
-        means, sp = _pooled(d, weights)
+        means, sp = _pooled(d, weights, unit)
         assign = torch.cdist(torch.from_numpy(means), centroids).argmin(1)
         metric.update(assign[torch.from_numpy(sp)], torch.from_numpy(load_npy(d / "segment.npy")))
     out = metric.compute()
@@ -152,6 +189,8 @@ def run_row(row: str, root: Path, dm, args: argparse.Namespace, seed: int, k: in
     """One row for one seed: (mIoU, accuracy) as fractions."""
     if row == "kmeans-handcrafted":
         return kmeans_handcrafted(dm, k, seed)
+    if row == "kmeans-regions":
+        return kmeans_handcrafted(dm, k, seed, unit="region")
     scratch = ["--model.init_args.init_checkpoint", "null"]
     if row == "random-clustering":
         svc = [*_quiet(seed, args.work), *_data(root, args, False), *_svc(args, seed, k), *scratch]
@@ -232,10 +271,14 @@ def main(argv: list[str] | None = None) -> dict[str, list[tuple[float, float]]]:
         "--jobs", type=int, default=min(2, os.cpu_count() or 1), help="rows run side by side (default 2)"
     )
     p.add_argument("--work", type=Path, default=Path("outputs/benchmarks/realscan"), help="checkpoints")
+    p.add_argument(
+        "--val-every", type=int, default=3, help="a root with no val scenes: hold out every n-th scene"
+    )
     args = p.parse_args(argv)
     rows = args.rows or [r for r in ROWS if r != "teacher" or args.teacher]
     if "teacher" in rows and not args.teacher:
         p.error("the teacher row needs --teacher NAME|PATH")
+    args.root = held_out_view(args.root, args.work, args.val_every)
     dm = prepare(args.root, args.voxel_size)
     k = args.num_classes or count_classes(dm)
     n_train, n_val = len(dm.scene_dirs("train")), len(dm.scene_dirs("val"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,43 @@ def test_handcrafted_row_and_json(rooms: Path, tmp_path: Path, capsys, monkeypat
     # the descriptors and super-voxels were added to the scene folders once
     scene = next((rooms / "val").iterdir())
     assert np.load(scene / "descriptor.npy").shape == (len(np.load(scene / "coord.npy")), 14)
+
+
+def test_root_without_val_holds_out_every_nth_scene(rooms: Path, tmp_path: Path, monkeypatch) -> None:
+    """All scenes in train/ (``unsup3d import`` with no --val-fraction): every 3rd scene by name is val,
+    through symlinks, and both K-means rows (super-voxels, regions) run on that split."""
+    import benchmarks._common
+
+    monkeypatch.setattr(benchmarks._common, "RESULTS", tmp_path / "results")
+    flat = tmp_path / "flat"
+    (flat / "train").mkdir(parents=True)
+    for split in ("train", "val"):
+        for scene in (rooms / split).iterdir():
+            shutil.copytree(scene, flat / "train" / f"{split}_{scene.name}")
+    names = sorted(p.name for p in (flat / "train").iterdir())
+    assert len(names) == 3
+    work = tmp_path / "work"
+    results = realscan.main(
+        [
+            "--root",
+            str(flat),
+            "--seeds",
+            "1",
+            "--rows",
+            "kmeans-handcrafted",
+            "kmeans-regions",
+            "--work",
+            str(work),
+        ]
+    )
+    view = work / "split_view"
+    assert sorted(p.name for p in (view / "val").iterdir()) == names[2:]
+    assert sorted(p.name for p in (view / "train").iterdir()) == names[:2]
+    assert (view / "val" / names[2]).resolve() == (flat / "train" / names[2]).resolve()
+    assert (flat / "train" / names[2] / "region.npy").is_file()  # caches land in the scene folders
+    for row in ("kmeans-handcrafted", "kmeans-regions"):
+        assert 0 < results[row][0][0] <= results[row][0][1] <= 1
+    assert realscan.held_out_view(rooms, work, 3) == rooms  # a root with val scenes is used as it is
 
 
 def test_teacher_row_needs_a_teacher(rooms: Path) -> None:
