@@ -129,7 +129,8 @@ def _read_folder_scene(path: Path) -> dict[str, np.ndarray]:
             f"{path}: a scene folder needs coord.npy (found {sorted(p.name for p in path.iterdir())})"
         )
     scene = {"coord": _load_npy(path / "coord.npy")}
-    for key, files in (("color", ["color"]), ("normal", ["normal"]), ("segment", ["segment", "segment20", "label"])):
+    names = {"color": ["color"], "normal": ["normal"], "segment": ["segment", "segment20", "label"]}
+    for key, files in names.items():
         f = next((path / f"{n}.npy" for n in files if (path / f"{n}.npy").is_file()), None)
         if f is not None:
             scene[key] = _load_npy(f)

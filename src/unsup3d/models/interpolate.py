@@ -107,22 +107,21 @@ def interpolation_matrix(
         first = torch.empty(distinct.shape[0], dtype=torch.long, device=device)
         first.scatter_(0, inverse, torch.arange(n, device=device))  # any query of each cell
         cells = cell[first]
-        # z varies fastest, as in the keys: corner j's key grows with j, so each row's columns ascend.
-        for j, corner in enumerate(itertools.product((0, 1), repeat=3)):
-            d = torch.tensor(corner, device=device)
-            cand = cells + torch.cat([d.new_zeros(1), d * s])
-            inside = ((cand >= lo) & (cand <= hi)).all(dim=1)
-            at = inside.nonzero(as_tuple=True)[0]
-            keys = _keys(cand[at], lo, span)
-            idx = torch.searchsorted(order_keys, keys).clamp_max(order_keys.numel() - 1)
-            found = order_keys[idx] == keys
-            cell_col = torch.full((distinct.shape[0],), -1, dtype=torch.long, device=device)
-            cell_col[at[found]] = idx[found]
-            w = torch.where(d.bool(), frac, 1 - frac).prod(dim=1)
-            col = cell_col[inverse]
-            keep = (col >= 0) & (w > 0)
-            cols[:, j] = torch.where(keep, col, -1)
-            weights[:, j] = torch.where(keep, w, 0.0)
+        # Each distinct cell's 8 corners at once; z varies fastest, as in the keys, so corner j's key
+        # grows with j and each row's columns ascend.
+        corner = torch.tensor(list(itertools.product((0, 1), repeat=3)), device=device)  # (8, 3)
+        step = torch.cat([corner.new_zeros(8, 1), corner * s], dim=1)  # (8, 4): batch column 0
+        cand = (cells[:, None, :] + step).reshape(-1, 4)
+        inside = ((cand >= lo) & (cand <= hi)).all(dim=1)
+        keys = _keys(cand.clamp(lo, hi), lo, span)  # clipped into the box: outside ones masked below
+        idx = torch.searchsorted(order_keys, keys).clamp_max(order_keys.numel() - 1)
+        found = inside & (order_keys[idx] == keys)
+        cell_cols = torch.where(found, idx, -1).view(-1, 8)
+        w = torch.where(corner.bool(), frac[:, None, :], 1 - frac[:, None, :]).prod(dim=2)  # (n, 8)
+        col = cell_cols[inverse]
+        keep = (col >= 0) & (w > 0)
+        cols = torch.where(keep, col, -1)
+        weights = torch.where(keep, w, 0.0)
     present = cols >= 0
     col, val = cols[present], weights[present]  # row-major: rows ascending, columns ascending within
     row = torch.arange(n, device=device)[:, None].expand(n, 8)[present]
