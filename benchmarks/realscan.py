@@ -14,9 +14,10 @@ descriptors are added to the scene folders once. Rows, each Hungarian-matched on
   teacher-free row shows what its network adds (on the scan-like rooms: nothing measurable);
 - ``random-clustering``: SVC's clustering (Eq. 8) of an untrained network's features, over the
   dataset's super-voxels (the release's units);
-- ``svc-scratch``: SVC (Eq. 8-12) from a random network, no CMD, as the release runs it (over the
-  dataset's super-voxels, Eq. 10 on; the SVC recipe's own units, the grown regions, are one of the
-  things the teacher-free row adds);
+- ``svc-scratch``: SVC (Eq. 8-12) from a random network, no CMD: the quickstart SVC recipe with the
+  release's units and pooling (the dataset's super-voxels, Eq. 10 on) and the recipe's normalised
+  fixed classifier (the release's unnormalised one: ``fixed_normalize: false``, see the README); the
+  SVC recipe's own units, the grown regions, are one of the things the teacher-free row adds;
 - ``teacher-free``: the teacher-free SVC recipe (``experiments/quickstart/pointdc_geometric_svc.yaml``)
   from a random network: SVC over the grown super-voxels (regions), clustering the network's features
   joined to the hand-made descriptors and evaluated in that joint space (``--teacher-free-cmd``
@@ -195,7 +196,7 @@ def run_row(row: str, root: Path, dm, args: argparse.Namespace, seed: int, k: in
     if row == "random-clustering":
         svc = [*_quiet(seed, args.work), *_data(root, args, False), *_svc(args, seed, k), *scratch]
         return val_metrics(run_cli("validate", QUICK / "pointdc_svc.yaml", svc))
-    if row == "svc-scratch":  # the release's SVC: super-voxels (in _data) and Eq. 10 on
+    if row == "svc-scratch":  # the release's units and pooling: super-voxels (in _data), Eq. 10 on
         svc = [*_quiet(seed, args.work), *_data(root, args, False), *_svc(args, seed, k), *scratch]
         svc += ["--model.init_args.superpoint_pooling", "true"]
         return val_metrics(run_cli("fit", QUICK / "pointdc_svc.yaml", svc))
