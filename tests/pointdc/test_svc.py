@@ -196,7 +196,7 @@ def test_over_clusters_merge_once_per_evaluation(rooms_root: Path, monkeypatch: 
 
     calls = []
     real = svc_mod.merge_clusters
-    monkeypatch.setattr(svc_mod, "merge_clusters", lambda w, k: calls.append(k) or real(w, k))
+    monkeypatch.setattr(svc_mod, "merge_clusters", lambda w, k, **kw: calls.append(k) or real(w, k, **kw))
     dm = _dm(rooms_root)
     model = SVCModule(backbone=_backbone(), num_classes=4, num_clusters=9, merge_clusters=True).eval()
     batch = next(iter(dm.cluster_dataloader()))
@@ -209,6 +209,41 @@ def test_over_clusters_merge_once_per_evaluation(rooms_root: Path, monkeypatch: 
     with torch.no_grad():
         model.predict_clusters(batch)
     assert calls == [4, 4]  # a new evaluation merges again
+
+
+def test_merge_clusters_in_the_clustering_space() -> None:
+    """Cosine merging groups by direction, Euclidean merging by place (scikit-learn's K-means as the
+    reference); the joint (teacher-free) centroids, made by Euclidean K-means, merge by it."""
+    from sklearn.cluster import KMeans
+
+    from unsup3d.training.evaluation import merge_clusters
+
+    c = torch.tensor([[5.0, 0.0], [5.0, 1.0], [0.1, 1.0], [1.0, 0.1]])
+    ref = KMeans(2, n_init=10, random_state=0).fit_predict(c.numpy())
+    euclid = merge_clusters(c, 2, spherical=False)
+    assert ref[0] == ref[1] != ref[2] == ref[3]
+    assert int(euclid[0]) == int(euclid[1]) != int(euclid[2]) == int(euclid[3])
+    cosine = merge_clusters(c, 2)  # (1, 0.1) points nearly along (5, 0)
+    assert int(cosine[0]) == int(cosine[1]) == int(cosine[3]) != int(cosine[2])
+
+
+def test_teacher_free_over_clusters_merge_euclidean(monkeypatch: pytest.MonkeyPatch) -> None:
+    import unsup3d.pointdc.svc as svc_mod
+
+    seen = []
+    monkeypatch.setattr(svc_mod, "merge_clusters", lambda w, k, spherical=True: seen.append(spherical) or
+                        torch.arange(w.shape[0]) % k)  # fmt: skip
+    n = 50
+    batch = {
+        "sparse": None, "descriptor": torch.rand(n, 14), "superpoint": torch.arange(n) // 10,
+        "num_superpoints": 5,
+    }  # fmt: skip
+    for weights, expect in ((None, True), ({"color": 1.0}, False)):
+        model = SVCModule(backbone=_backbone(), num_classes=3, num_clusters=6, merge_clusters=True,
+                          descriptor_weights=weights, eval_descriptors=weights is not None)  # fmt: skip
+        monkeypatch.setattr(model, "eval_logits", lambda b: torch.randn(n, 6))
+        model.predict_clusters(batch)
+        assert seen[-1] is expect
 
 
 def test_svc_loss_is_eq_11_written_out() -> None:

@@ -209,9 +209,11 @@ class SVCModule(LightningModule):
         pred = logits.argmax(1)
         if self.hparams.merge_clusters and self.num_clusters > self.hparams.num_classes:
             if self._groups is None:  # one K-means of the centroids per evaluation, not per batch
-                # joint centroids (teacher-free path) carry the descriptors too; else the classifier's
-                weights = self.centroids if self.scale is not None else self.classifier.weight.detach()
-                self._groups = merge_clusters(weights, self.hparams.num_classes)
+                # joint centroids (teacher-free path) carry the descriptors too and were made by
+                # Euclidean K-means, so they merge by it; else the classifier's, by cosine
+                joint = self.scale is not None
+                weights = self.centroids if joint else self.classifier.weight.detach()
+                self._groups = merge_clusters(weights, self.hparams.num_classes, spherical=not joint)
             pred = self._groups.to(pred.device)[pred]
         return pred
 

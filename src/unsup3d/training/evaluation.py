@@ -19,12 +19,14 @@ def pool_logits(logits: Tensor, superpoint: Tensor, num_superpoints: int) -> Ten
     return torch.where((superpoint >= 0)[:, None], means[superpoint.clamp_min(0)], logits)
 
 
-def merge_clusters(centroids: Tensor, num_classes: int, seed: int = 0) -> Tensor:
+def merge_clusters(centroids: Tensor, num_classes: int, seed: int = 0, spherical: bool = True) -> Tensor:
     """Over-clustering merged to the class count: K-means of the centroids into ``num_classes``
-    groups; returns the group of each cluster."""
+    groups, in the space the clusters were made in (``spherical``: by cosine, as SVC's Eq. 8; else
+    Euclidean, as the teacher-free path's joint clustering); returns the group of each cluster."""
     from unsup3d.clustering import kmeans
 
-    return kmeans(centroids.float(), num_classes, spherical=True, seed=seed, distributed=False).assignments
+    out = kmeans(centroids.float(), num_classes, spherical=spherical, seed=seed, distributed=False)
+    return out.assignments
 
 
 def log_metric(
