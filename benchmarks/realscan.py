@@ -22,8 +22,15 @@ descriptors are added to the scene folders once. Rows, each Hungarian-matched on
   from a random network: SVC over the grown super-voxels (regions), clustering the network's features
   joined to the hand-made descriptors and evaluated in that joint space (``--teacher-free-cmd``
   distils the descriptors first, as the recipe pair does; it changed nothing measurable here);
+- ``teacher-free-untrained``: the teacher-free recipe's clustering and joint-space evaluation of its
+  untrained network (validated before any training step). A diagnostic: with ``teacher-free`` it shows
+  what SVC's training adds to the joint space (on the scan-like rooms: nothing measurable);
 - ``teacher`` (with ``--teacher``): CMD from the 2D teacher on views rendered from the clouds, then the
   SVC recipe (``experiments/quickstart/pointdc_svc.yaml``: over the grown regions).
+
+``--clusters K`` (more than the classes) over-clusters the K-means rows and the teacher-free rows into
+``K`` clusters (GrowSP's primitives), merged into the classes by Euclidean K-means of the centroids
+before matching (:func:`unsup3d.training.evaluation.merge_clusters`).
 
 A root whose scenes are all in ``train/`` (``unsup3d import`` without ``--val-fraction``) is split
 here: every ``--val-every``-th scene by name (the 3rd, 6th, ...) is held out as val, through a view of
@@ -58,10 +65,19 @@ from unsup3d.data.scene_folder import list_scenes  # noqa: E402
 from unsup3d.metrics import HungarianMIoU  # noqa: E402
 from unsup3d.pointdc.datamodules import SceneFolderDataModule  # noqa: E402
 from unsup3d.pointdc.geometric import weight_columns  # noqa: E402
+from unsup3d.training.evaluation import merge_clusters  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 QUICK = REPO / "experiments" / "quickstart"
-ROWS = ("kmeans-handcrafted", "kmeans-regions", "random-clustering", "svc-scratch", "teacher-free", "teacher")
+ROWS = (
+    "kmeans-handcrafted",
+    "kmeans-regions",
+    "random-clustering",
+    "teacher-free-untrained",
+    "svc-scratch",
+    "teacher-free",
+    "teacher",
+)
 
 
 def recipe_weights() -> dict[str, float]:
@@ -127,18 +143,27 @@ def _pooled(
 
 
 def kmeans_handcrafted(
-    dm: SceneFolderDataModule, num_classes: int, seed: int, unit: str = "superpoint"
+    dm: SceneFolderDataModule,
+    num_classes: int,
+    seed: int,
+    unit: str = "superpoint",
+    clusters: int | None = None,
 ) -> tuple[float, float]:
     """K-means of the training units' descriptors (``unit``: the super-voxels, or the grown ``region``);
-    each val unit takes its nearest centroid."""
+    each val unit takes its nearest centroid. With ``clusters`` > ``num_classes`` the centroids are
+    merged into ``num_classes`` groups by Euclidean K-means first."""
     weights = recipe_weights()
     train = [_pooled(d, weights, unit)[0] for d in dm.scene_dirs("train")]
     feats = torch.from_numpy(np.concatenate(train))
-    centroids = kmeans(feats, num_classes, niter=80, seed=seed).centroids
+    clusters = max(clusters or num_classes, num_classes)
+    centroids = kmeans(feats, clusters, niter=80, seed=seed).centroids
+    group = torch.arange(clusters)
+    if clusters > num_classes:
+        group = merge_clusters(centroids, num_classes, seed=seed, spherical=False)
     metric = HungarianMIoU(num_classes)
     for d in dm.scene_dirs("val"):
         means, sp = _pooled(d, weights, unit)
-        assign = torch.cdist(torch.from_numpy(means), centroids).argmin(1)
+        assign = group[torch.cdist(torch.from_numpy(means), centroids).argmin(1)]
         metric.update(assign[torch.from_numpy(sp)], torch.from_numpy(load_npy(d / "segment.npy")))
     out = metric.compute()
     return float(out["miou"]), float(out["acc"])
@@ -189,9 +214,9 @@ def _cmd(root: Path, args: argparse.Namespace, seed: int, num_classes: int, out:
 def run_row(row: str, root: Path, dm, args: argparse.Namespace, seed: int, k: int) -> tuple[float, float]:
     """One row for one seed: (mIoU, accuracy) as fractions."""
     if row == "kmeans-handcrafted":
-        return kmeans_handcrafted(dm, k, seed)
+        return kmeans_handcrafted(dm, k, seed, clusters=args.clusters)
     if row == "kmeans-regions":
-        return kmeans_handcrafted(dm, k, seed, unit="region")
+        return kmeans_handcrafted(dm, k, seed, unit="region", clusters=args.clusters)
     scratch = ["--model.init_args.init_checkpoint", "null"]
     if row == "random-clustering":
         svc = [*_quiet(seed, args.work), *_data(root, args, False), *_svc(args, seed, k), *scratch]
@@ -201,8 +226,19 @@ def run_row(row: str, root: Path, dm, args: argparse.Namespace, seed: int, k: in
         svc += ["--model.init_args.superpoint_pooling", "true"]
         return val_metrics(run_cli("fit", QUICK / "pointdc_svc.yaml", svc))
     out = str(args.work / f"{row}-seed{seed}")
+    over = []
+    if args.clusters and args.clusters > k:
+        over = [
+            "--model.init_args.num_clusters",
+            str(args.clusters),
+            "--model.init_args.merge_clusters",
+            "true",
+        ]
+    if row == "teacher-free-untrained":
+        svc = [*_quiet(seed, args.work), *_data(root, args, True), *_svc(args, seed, k), *scratch, *over]
+        return val_metrics(run_cli("validate", QUICK / "pointdc_geometric_svc.yaml", svc))
     if row == "teacher-free":
-        svc = [*_quiet(seed, args.work), *_data(root, args, True), *_svc(args, seed, k)]
+        svc = [*_quiet(seed, args.work), *_data(root, args, True), *_svc(args, seed, k), *over]
         init = ["--model.init_args.init_checkpoint", "null"]
         if args.teacher_free_cmd:  # CMD distilling the descriptors first
             cmd = [*_cmd(root, args, seed, k, out), *_data(root, args, True)]
@@ -231,6 +267,7 @@ def _job(row: str, seed: int, args: argparse.Namespace, k: int) -> dict:
         "row": row, "seed": seed, "miou": miou, "acc": acc, "seconds": time.perf_counter() - t0,
         "root": str(args.root), "num_classes": k, "teacher": args.teacher if row == "teacher" else None,
         "cmd_epochs": args.cmd_epochs, "svc_epochs": args.svc_epochs, "voxel_size": args.voxel_size,
+        "clusters": max(args.clusters or k, k),
     }  # fmt: skip
 
 
@@ -268,6 +305,12 @@ def main(argv: list[str] | None = None) -> dict[str, list[tuple[float, float]]]:
         help="teacher-free: CMD distilling the descriptors before SVC (measured: no gain in its mIoU)",
     )
     p.add_argument("--svc-epochs", type=int, default=20)
+    p.add_argument(
+        "--clusters",
+        type=int,
+        default=None,
+        help="over-cluster the K-means and teacher-free rows into this many (merged into the classes)",
+    )
     p.add_argument(
         "--jobs", type=int, default=min(2, os.cpu_count() or 1), help="rows run side by side (default 2)"
     )

@@ -96,6 +96,24 @@ def test_root_without_val_holds_out_every_nth_scene(rooms: Path, tmp_path: Path,
     assert realscan.held_out_view(rooms, work, 3) == rooms  # a root with val scenes is used as it is
 
 
+def test_over_clustered_kmeans_rows(rooms: Path, monkeypatch) -> None:
+    """--clusters K: K-means into K, merged into the classes before matching (more clusters than
+    classes never reach the metric); K <= classes is the plain row."""
+    from unsup3d.metrics import HungarianMIoU
+
+    dm = realscan.prepare(rooms, 0.05)
+    k = realscan.count_classes(dm)
+    plain = realscan.kmeans_handcrafted(dm, k, 0, unit="region")
+    assert realscan.kmeans_handcrafted(dm, k, 0, unit="region", clusters=k) == plain
+    seen = []
+    real_update = HungarianMIoU.update
+    monkeypatch.setattr(
+        HungarianMIoU, "update", lambda self, p, t: seen.append(int(p.max())) or real_update(self, p, t)
+    )
+    miou, acc = realscan.kmeans_handcrafted(dm, k, 0, unit="region", clusters=3 * k)
+    assert 0 < miou <= acc <= 1 and max(seen) < k
+
+
 def test_teacher_row_needs_a_teacher(rooms: Path) -> None:
     with pytest.raises(SystemExit):
         realscan.main(["--root", str(rooms), "--rows", "teacher"])
@@ -112,7 +130,7 @@ def test_network_rows_run_end_to_end(rooms: Path, tmp_path: Path, monkeypatch) -
     tiny.update(intermediate_size=64, patch_size=8, image_size=64)
     ViTTeacher.from_config(tiny).model.save_pretrained(tmp_path / "tiny-vit")
     out = tmp_path / "rows.jsonl"
-    rows = ["random-clustering", "svc-scratch", "teacher-free", "teacher"]
+    rows = ["random-clustering", "teacher-free-untrained", "svc-scratch", "teacher-free", "teacher"]
     args = ["--root", str(rooms), "--seeds", "1", "--rows", *rows, "--teacher", str(tmp_path / "tiny-vit")]
     args += ["--cmd-epochs", "1", "--svc-epochs", "1", "--voxel-size", "0.1", "--jobs", "1"]
     results = realscan.main([*args, "--json", str(out), "--work", str(tmp_path / "work")])
