@@ -1,4 +1,6 @@
-"""SVC's clustering pass streams: it never holds every point's features (PointDC Eq. 8, issue 7).
+"""SVC's clustering pass streams: it never holds every point's features (PointDC Eq. 8, issue 7), with
+no feature cache (``feature_cache_mb=0``, ``cluster_pass``'s default); within a cache budget it keeps
+pass 1's features for pass 2 instead of running the network twice, with the same labels.
 
 The backbone is instrumented: a forward pre-hook counts the bytes of every live tensor (all of them,
 found through the garbage collector) and of the numpy arrays held in the locals of the frames on the
@@ -122,7 +124,7 @@ class PassProbe:
 
 
 @torch.no_grad()
-def hoarding_superpoint_features(backbone, loader, device, scale=None):
+def hoarding_superpoint_features(backbone, loader, device, scale=None, cache=None):
     """The counter-example: ``superpoint_features`` that keeps every point's features until the
     stream ends and only then reduces them to super-voxel means (same result, O(points x D))."""
     assert scale is None  # the cosine clustering only (no descriptors)
@@ -217,3 +219,37 @@ def test_cluster_pass_holds_superpoint_means_not_point_features(scene_folders, m
     hoarder, hoarded_centroids, _ = _run(scene_folders, pooled=False)
     torch.testing.assert_close(hoarded_centroids, centroids)
     assert hoarder.growth() > hoarder.bound(), (hoarder.samples, hoarder.bound())
+
+
+class CountingFeatures(PointFeatures):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x, inverse: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return super().forward(x, inverse)
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+def test_cluster_pass_reuses_pass_one_features_within_its_budget(scene_folders, pooled: bool) -> None:
+    """Eq. 9 (and Eq. 10) labels from cached pass-1 features equal those of a second network pass; a
+    budget the features do not fit in falls back to the second pass."""
+    dm = scene_folders
+    batches = len(list(dm.cluster_dataloader()))
+    runs = {}
+    for mb in (0.0, 64.0, 0.5):  # no cache; room for all (8 x ~8k points x 128 x 4 B = 33 MB); too small
+        torch.manual_seed(0)
+        backbone = CountingFeatures().eval()
+        centroids, labels = cluster_pass(
+            backbone, dm.cluster_dataloader, NUM_CLUSTERS, torch.device("cpu"), nonparametric=True,
+            superpoint_pooling=pooled, niter=5, feature_cache_mb=mb,
+        )  # fmt: skip
+        runs[mb] = (backbone.calls, centroids, labels)
+    assert [runs[mb][0] for mb in (0.0, 64.0, 0.5)] == [2 * batches, batches, 2 * batches]
+    ref = runs[0.0]
+    for mb in (64.0, 0.5):
+        torch.testing.assert_close(runs[mb][1], ref[1], rtol=0, atol=0)
+        assert runs[mb][2].by_point.keys() == ref[2].by_point.keys()
+        for scene, table in ref[2].by_point.items():
+            assert torch.equal(runs[mb][2].by_point[scene], table)

@@ -1,9 +1,12 @@
 """SVC's dataset-wide clustering pass (PointDC Eq. 8-10), streamed over the training scenes.
 
-Pass 1 keeps only super-voxel mean features (never every point's features), clusters them with
-spherical K-means (all ranks' super-voxels together under DDP). Pass 2 turns the centroids into
-pseudo labels: per super-voxel the K-means assignment (Eq. 8, "basic SVC"), or per point the nearest
-centroid by cosine (Eq. 9), optionally pooled over each super-voxel as soft assignments (Eq. 10).
+Pass 1 keeps super-voxel mean features, clusters them with spherical K-means (all ranks' super-voxels
+together under DDP). Pass 2 turns the centroids into pseudo labels: per super-voxel the K-means
+assignment (Eq. 8, "basic SVC"), or per point the nearest centroid by cosine (Eq. 9), optionally pooled
+over each super-voxel as soft assignments (Eq. 10). Per-point labels need every point's feature again:
+where this rank's point features fit in ``feature_cache_mb`` pass 1 keeps them and pass 2 reads them
+back (one forward pass over the data instead of two); past the budget it drops them and pass 2 runs the
+network again, so memory never grows with the dataset beyond the budget.
 Labels are kept per scene, indexed by stored super-voxel id or by stored point row, so they follow
 the points through any augmentation or crop.
 """
@@ -98,23 +101,56 @@ def _raw_ids(batch: dict) -> Tensor:
     return raw
 
 
+#: what pass 2 reads of a batch besides the features (:func:`label_batch`)
+_LABEL_KEYS = ("superpoint", "num_superpoints", "scene_index", "point_batch", "point_index", "descriptor")
+
+
+class FeatureCache:
+    """Pass 1's point features and the batch fields pass 2 needs, kept while they fit in ``budget``
+    bytes; over it, everything is dropped and :attr:`complete` is False (pass 2 recomputes)."""
+
+    def __init__(self, budget: float) -> None:
+        self.budget = budget
+        self.used = 0
+        self.entries: list[tuple[dict, Tensor]] | None = []
+
+    def add(self, batch: dict, features: Tensor) -> None:
+        if self.entries is None:
+            return
+        kept = {k: batch[k] for k in _LABEL_KEYS if k in batch}
+        tensors = [features, *(v for v in kept.values() if isinstance(v, Tensor))]
+        self.used += sum(t.numel() * t.element_size() for t in tensors)
+        if self.used > self.budget:
+            self.entries = None
+            return
+        self.entries.append((kept, features))
+
+    @property
+    def complete(self) -> bool:
+        return self.entries is not None
+
+
 @torch.no_grad()
 def superpoint_features(
     backbone: torch.nn.Module,
     loader: Iterable[dict],
     device: torch.device,
     scale: Tensor | None = None,
+    cache: FeatureCache | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """PointDC Eq. 8's ``S_vox(f(P))``: the mean (L2-normalised) point feature of every super-voxel.
 
     With ``scale`` (:func:`descriptor_scale`; the teacher-free path, after GrowSP), each super-voxel's
     feature is the joint ``[S_vox(f) / |S_vox(f)|, S_vox(d) * scale]`` with ``d`` the points' hand-made
     descriptors. Returns ``(S, D)`` features, the scene of each and its stored super-voxel id; ``S`` may
-    be 0 (a DDP rank without scenes still takes part in the K-means that follows).
+    be 0 (a DDP rank without scenes still takes part in the K-means that follows). ``cache`` keeps the
+    point features for :func:`point_labels` while they fit its budget.
     """
     feats, scenes, ids = [], [], []
     for batch in loader:
         f = _features(backbone, batch, device)
+        if cache is not None:
+            cache.add(batch, f)
         sp = batch["superpoint"].to(device)
         means, counts = superpoint_mean(f, sp, batch["num_superpoints"])
         if scale is not None:
@@ -144,6 +180,35 @@ def point_scores(f: Tensor, centroids: Tensor, descriptors: Tensor | None = None
     return f @ mu_f.T + descriptors @ mu_d.T - 0.5 * centroids.pow(2).sum(1)
 
 
+def label_batch(
+    batch: dict,
+    f: Tensor,
+    mu: Tensor,
+    device: torch.device,
+    superpoint_pooling: bool,
+    scale: Tensor | None,
+    out: dict[int, Tensor],
+) -> None:
+    """PointDC Eq. 9 (and Eq. 10 when ``superpoint_pooling``) for one batch of unit point features
+    ``f``: each scene's label table, indexed by stored point row, written into ``out``."""
+    d = None if scale is None else _descriptors(batch, scale, device)
+    cos = point_scores(f, mu, d)
+    if superpoint_pooling:
+        # Eq. 10: average the soft assignments (Eq. 9, softmax over cosine) of each super-voxel.
+        soft = cos.softmax(dim=1)
+        sp = batch["superpoint"].to(device)
+        pooled, _ = superpoint_mean(soft, sp, batch["num_superpoints"])
+        label = torch.where(sp >= 0, pooled.argmax(1)[sp.clamp_min(0)], cos.argmax(1))
+    else:
+        label = cos.argmax(1)
+    label = label.cpu()
+    for b, scene in enumerate(batch["scene_index"].tolist()):
+        rows = batch["point_batch"] == b
+        table = torch.full((int(batch["point_index"][rows].max()) + 1,), -1, dtype=torch.int16)
+        table[batch["point_index"][rows]] = label[rows].to(torch.int16)
+        out[scene] = table
+
+
 @torch.no_grad()
 def point_labels(
     backbone: torch.nn.Module,
@@ -152,29 +217,19 @@ def point_labels(
     device: torch.device,
     superpoint_pooling: bool,
     scale: Tensor | None = None,
+    cache: FeatureCache | None = None,
 ) -> dict[int, Tensor]:
     """PointDC Eq. 9 (and Eq. 10 when ``superpoint_pooling``): per-point pseudo labels of each scene
-    (in the joint space of :func:`superpoint_features` when ``scale`` is given)."""
+    (in the joint space of :func:`superpoint_features` when ``scale`` is given). From the features of a
+    complete ``cache`` when given one (``loader`` is then not read), else from the network."""
     out: dict[int, Tensor] = {}
     mu = centroids.to(device).float()
+    if cache is not None and cache.complete:
+        for batch, f in cache.entries or []:
+            label_batch(batch, f, mu, device, superpoint_pooling, scale, out)
+        return out
     for batch in loader:
-        f = _features(backbone, batch, device)
-        d = None if scale is None else _descriptors(batch, scale, device)
-        cos = point_scores(f, mu, d)
-        if superpoint_pooling:
-            # Eq. 10: average the soft assignments (Eq. 9, softmax over cosine) of each super-voxel.
-            soft = cos.softmax(dim=1)
-            sp = batch["superpoint"].to(device)
-            pooled, _ = superpoint_mean(soft, sp, batch["num_superpoints"])
-            label = torch.where(sp >= 0, pooled.argmax(1)[sp.clamp_min(0)], cos.argmax(1))
-        else:
-            label = cos.argmax(1)
-        label = label.cpu()
-        for b, scene in enumerate(batch["scene_index"].tolist()):
-            rows = batch["point_batch"] == b
-            table = torch.full((int(batch["point_index"][rows].max()) + 1,), -1, dtype=torch.int16)
-            table[batch["point_index"][rows]] = label[rows].to(torch.int16)
-            out[scene] = table
+        label_batch(batch, _features(backbone, batch, device), mu, device, superpoint_pooling, scale, out)
     return out
 
 
@@ -212,6 +267,7 @@ def cluster_pass(
     niter: int = 80,
     seed: int = 0,
     scale: Tensor | None = None,
+    feature_cache_mb: float = 0.0,
 ) -> tuple[Tensor, PseudoLabels]:
     """One clustering of the training set; ``loader_fn()`` yields this rank's share of it, unaugmented.
 
@@ -220,18 +276,24 @@ def cluster_pass(
     ``(num_clusters, D)`` centroids (``D`` the joint width with ``scale``; the same on every rank) and
     the pseudo labels of all training scenes (gathered from every rank). It runs in float32 even when
     called under mixed precision: K-means and the labels depend on small differences of cosines.
+    Per-point labels reuse pass 1's features where this rank's fit in ``feature_cache_mb`` (module
+    docstring); 0 always runs the network twice.
     """
     was_training = backbone.training
     backbone.eval()
     try:
         with float32(device):
-            feats, scenes, ids = superpoint_features(backbone, loader_fn(), device, scale)
+            per_point = nonparametric or superpoint_pooling
+            cache = FeatureCache(feature_cache_mb * 2**20) if per_point and feature_cache_mb > 0 else None
+            feats, scenes, ids = superpoint_features(backbone, loader_fn(), device, scale, cache)
             result = kmeans(feats, num_clusters, niter=niter, spherical=scale is None, seed=seed)
             by_sp: dict[int, Tensor] = {}
             by_pt: dict[int, Tensor] = {}
-            if nonparametric or superpoint_pooling:
-                centroids = result.centroids
-                by_pt = point_labels(backbone, loader_fn(), centroids, device, superpoint_pooling, scale)
+            if per_point:
+                loader = [] if cache is not None and cache.complete else loader_fn()
+                by_pt = point_labels(
+                    backbone, loader, result.centroids, device, superpoint_pooling, scale, cache
+                )
         if not (nonparametric or superpoint_pooling):  # basic SVC: each point its super-voxel's (Eq. 8)
             by_sp = superpoint_tables(scenes, ids, result.assignments)
         return result.centroids, PseudoLabels(_all_gather_dict(by_sp), _all_gather_dict(by_pt))

@@ -69,6 +69,9 @@ class SVCModule(LightningModule):
             descriptors beside the network's features, against the joint centroids) instead of the
             classifier; the data module must give the validation scenes descriptors too.
         class_names: names for per-class IoU logs (else the data module's ``class_names``, or ids).
+        feature_cache_mb: the clustering pass keeps this rank's point features between its two passes
+            where they fit in this many MB (one forward pass over the training set instead of two); 0
+            always recomputes them (:mod:`unsup3d.pointdc.clustering_pass`).
     """
 
     def __init__(
@@ -95,6 +98,7 @@ class SVCModule(LightningModule):
         eval_descriptors: bool = False,
         seed: int = 0,
         class_names: list[str] | None = None,
+        feature_cache_mb: float = 512.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["backbone"])
@@ -131,6 +135,7 @@ class SVCModule(LightningModule):
             niter=self.hparams.kmeans_iters,
             seed=self.hparams.seed + epoch,
             scale=self.scale,
+            feature_cache_mb=self.hparams.feature_cache_mb,
         )
         self.centroids.copy_(centroids.to(self.centroids))
         self.labels = labels
