@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.pointdc_ablation import ROWS, multiview_clustering, unit_features, unseen_unmatched
+from benchmarks.pointdc_ablation import ROWS, multiview_clustering, room_args, unit_features, unseen_unmatched
 from unsup3d.metrics import HungarianMIoU
 
 
@@ -87,3 +87,19 @@ def test_multiview_clustering_finds_classes_the_targets_carry(tmp_path) -> None:
     assert out["miou_seen"] == pytest.approx(1.0) and out["acc_seen"] == pytest.approx(1.0)
     # the unseen super-voxels' points are wrong: accuracy is the seen fraction, every IoU below 1
     assert out["acc"] == pytest.approx(out["seen_points"]) and out["miou"] < 0.95
+
+
+def test_val_rooms_keep_the_recipes_training_rooms() -> None:
+    """--val-rooms N: the recipe's training rooms (its num_scenes - num_val) and N validation rooms,
+    parsed by the recipe's data module; None leaves the recipe's split."""
+    import yaml
+
+    from benchmarks.pointdc_ablation import QUICK
+
+    cfg = yaml.safe_load((QUICK / "pointdc_svc.yaml").read_text())["data"]["init_args"]
+    train = cfg["num_scenes"] - cfg["num_val"]
+    args = room_args(6)
+    assert args == ["--data.init_args.num_scenes", str(train + 6), "--data.init_args.num_val", "6"]
+    assert room_args(None) == []
+    with pytest.raises(SystemExit):
+        room_args(0)
