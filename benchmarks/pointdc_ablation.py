@@ -129,15 +129,19 @@ def room_args(val_rooms: int | None) -> list[str]:
         return []
     if val_rooms < 1:
         raise SystemExit(f"--val-rooms must be at least 1, got {val_rooms}")
-    cfg = yaml.safe_load((QUICK / "pointdc_svc.yaml").read_text())["data"]["init_args"]
+    cfg = recipe_data()
     train = int(cfg["num_scenes"]) - int(cfg["num_val"])
     return ["--data.init_args.num_scenes", str(train + val_rooms), "--data.init_args.num_val", str(val_rooms)]
 
 
+def recipe_data() -> dict:
+    """The SVC recipe's data module arguments."""
+    return yaml.safe_load((QUICK / "pointdc_svc.yaml").read_text())["data"]["init_args"]
+
+
 def recipe_units() -> str:
     """The units (``superpoint`` or ``region``) the SVC recipe's data module pools over."""
-    cfg = yaml.safe_load((QUICK / "pointdc_svc.yaml").read_text())
-    return cfg["data"]["init_args"].get("units", "superpoint")
+    return recipe_data().get("units", "superpoint")
 
 
 def prepare_oracle(cmd_args: list[str]) -> None:

@@ -289,12 +289,11 @@ def cluster_pass(
             result = kmeans(feats, num_clusters, niter=niter, spherical=scale is None, seed=seed)
             by_sp: dict[int, Tensor] = {}
             by_pt: dict[int, Tensor] = {}
-            if per_point:
-                loader = [] if cache is not None and cache.complete else loader_fn()
+            if per_point:  # the loader (a lazy generator) is read only where the cache is incomplete
                 by_pt = point_labels(
-                    backbone, loader, result.centroids, device, superpoint_pooling, scale, cache
+                    backbone, loader_fn(), result.centroids, device, superpoint_pooling, scale, cache
                 )
-        if not (nonparametric or superpoint_pooling):  # basic SVC: each point its super-voxel's (Eq. 8)
+        if not per_point:  # basic SVC: each point its super-voxel's (Eq. 8)
             by_sp = superpoint_tables(scenes, ids, result.assignments)
         return result.centroids, PseudoLabels(_all_gather_dict(by_sp), _all_gather_dict(by_pt))
     finally:
