@@ -114,6 +114,31 @@ def test_over_clustered_kmeans_rows(rooms: Path, monkeypatch) -> None:
     assert 0 < miou <= acc <= 1 and max(seen) < k
 
 
+def test_clusters_reach_the_teacher_free_rows_only(rooms: Path, tmp_path: Path, monkeypatch) -> None:
+    """--clusters K > classes: both teacher-free rows run SVC with K clusters merged into the classes;
+    svc-scratch keeps the classes; K <= classes adds nothing."""
+    import argparse
+
+    calls = {}
+    monkeypatch.setattr(realscan, "run_cli", lambda cmd, cfg, args: calls.setdefault(len(calls), args))
+    monkeypatch.setattr(realscan, "val_metrics", lambda cli: (0.5, 0.5))
+    dm = realscan.prepare(rooms, 0.05)
+    for clusters, expect in ((60, True), (20, False), (None, False)):
+        args = argparse.Namespace(
+            voxel_size=0.05, batch_size=4, svc_epochs=1, work=tmp_path, clusters=clusters,
+            teacher_free_cmd=False,
+        )  # fmt: skip
+        for row in ("teacher-free-untrained", "teacher-free", "svc-scratch"):
+            calls.clear()
+            realscan.run_row(row, rooms, dm, args, 0, 20)
+            cli = calls[0]
+            over = "--model.init_args.num_clusters" in cli
+            assert over == (expect and row != "svc-scratch"), (clusters, row)
+            if over:
+                assert cli[cli.index("--model.init_args.num_clusters") + 1] == "60"
+                assert cli[cli.index("--model.init_args.merge_clusters") + 1] == "true"
+
+
 def test_teacher_row_needs_a_teacher(rooms: Path) -> None:
     with pytest.raises(SystemExit):
         realscan.main(["--root", str(rooms), "--rows", "teacher"])
