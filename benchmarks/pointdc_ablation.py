@@ -35,6 +35,14 @@ The 2D teacher (``--teacher``):
 
 Each teacher prepares its data under its own root (``data/benchmarks/pointdc_ablation/<teacher>``).
 
+``--kmeans-draws R`` (a DIAGNOSTIC): a row's mIoU is one K-means draw's, and draws differ by several
+points on the same features (oracle CMD features, 8 draws: 29.7-37.3). With R > 0 the network of every
+row but multi-view (the untrained one, CMD's, each SVC row's after training) is also scored by R more
+draws (K-means of the training units with seeds ``DRAW_SEED + r``, the same for every row; each
+validation point in its nearest centroid, as the CMD row), reported as ``draws_miou`` / ``draws_acc``
+(the mean over draws) beside the row's own number. It tells what a stage did to the features from what
+its last draw happened to give.
+
     python benchmarks/pointdc_ablation.py --seeds 3 --json results.jsonl
     python benchmarks/pointdc_ablation.py --seeds 3 --teacher ./dino-vits8
     python benchmarks/pointdc_ablation.py --seeds 3 --teacher oracle
@@ -74,6 +82,8 @@ QUICK = REPO / "experiments" / "quickstart"
 CMD_EPOCHS = 80
 
 MULTI_VIEW = "multi-view clustering"
+#: the first K-means seed of ``--kmeans-draws`` (apart from the seeds training uses: 0-2 and epochs)
+DRAW_SEED = 100
 #: the feature pass lifts targets onto the validation rooms too: the multi-view row clusters them
 TARGET_SPLITS = ["--data.init_args.feature_targets.splits", "[train, val]"]
 
@@ -152,6 +162,23 @@ def prepare_oracle(cmd_args: list[str]) -> None:
     n = write_oracle_targets(dirs, num_classes=len(dm.class_names))
     print(f"oracle targets written over {n} training and validation scenes (a diagnostic, not the method)",
           flush=True)  # fmt: skip
+
+
+def kmeans_draws(
+    backbone: torch.nn.Module, svc_args: list[str], draws: int, work: Path
+) -> list[tuple[float, float]]:
+    """mIoU / accuracy of ``draws`` K-means draws on ``backbone``'s features: the SVC recipe's
+    validation of a network with no clustering yet (as the CMD row), with seeds ``DRAW_SEED + r``."""
+    work.mkdir(parents=True, exist_ok=True)
+    ckpt = work / "draws-backbone.ckpt"
+    torch.save({"state_dict": {f"backbone.{k}": v for k, v in backbone.state_dict().items()}}, ckpt)
+    out = []
+    for r in range(draws):
+        args = [*svc_args, "--model.init_args.init_checkpoint", str(ckpt),
+                "--model.init_args.seed", str(DRAW_SEED + r)]  # fmt: skip
+        out.append(val_metrics(run_cli("validate", QUICK / "pointdc_svc.yaml", args)))
+    ckpt.unlink()
+    return out
 
 
 # -- Table 4's second row: K-means of the lifted 2D features, no 3D network ---------------------------
@@ -275,6 +302,12 @@ def main() -> None:
         default=None,
         help="validation rooms beside the recipe's training rooms (default: the recipe's 2)",
     )
+    p.add_argument(
+        "--kmeans-draws",
+        type=int,
+        default=0,
+        help="also score each row's network by this many K-means draws (a diagnostic; see the docstring)",
+    )
     args = p.parse_args()
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -294,6 +327,8 @@ def main() -> None:
     units = args.units if args.units != "recipe" else recipe_units()
     results: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in ROWS}
     extras: dict[str, dict] = {}  # the multi-view row's coverage, per seed
+    draws: dict[str, list[tuple[float, float]]] = {}  # --kmeans-draws: per row, each seed's mean
+    nets: dict[str, torch.nn.Module] = {}
     for seed in range(args.seeds):
         common = ["--seed_everything", str(seed), "--trainer.enable_progress_bar", "false"]
         cmd_args = [*common, "--trainer.logger", "false", *cmd_teacher]
@@ -309,6 +344,7 @@ def main() -> None:
             "validate", QUICK / "pointdc_svc.yaml", [*svc_common, "--model.init_args.init_checkpoint", "null"]
         )
         results["random clustering"].append(val_metrics(random_row))
+        nets["random clustering"] = random_row.model.backbone
         ckpt, cmd_dm = cmd_checkpoint(args.cmd_checkpoints, tag, seed, cmd_args)
         svc_hp = random_row.model.hparams  # K and the K-means iterations of the SVC recipe's evaluation
         mv = multiview_clustering(
@@ -318,11 +354,23 @@ def main() -> None:
         results[MULTI_VIEW].append((mv.pop("miou"), mv.pop("acc")))
         extras[MULTI_VIEW] = {**mv, "unseen_superpoints": "unmatched"}
         with_cmd = [*svc_common, "--model.init_args.init_checkpoint", ckpt]
-        results["CMD"].append(val_metrics(run_cli("validate", QUICK / "pointdc_svc.yaml", with_cmd)))
+        cmd_row = run_cli("validate", QUICK / "pointdc_svc.yaml", with_cmd)
+        results["CMD"].append(val_metrics(cmd_row))
+        nets["CMD"] = cmd_row.model.backbone
         for name, switches in ROWS[3:]:  # the SVC rows
             extra = [a for k, v in switches.items() for a in (f"--model.init_args.{k}", v)]
-            results[name].append(val_metrics(run_cli("fit", QUICK / "pointdc_svc.yaml", [*with_cmd, *extra])))
+            svc_row = run_cli("fit", QUICK / "pointdc_svc.yaml", [*with_cmd, *extra])
+            results[name].append(val_metrics(svc_row))
+            nets[name] = svc_row.model.backbone
         del cmd_dm
+        if args.kmeans_draws > 0:
+            for name, net in nets.items():
+                got = np.array(kmeans_draws(net, svc_common, args.kmeans_draws, data_root / "draws"))
+                draws.setdefault(name, []).append(tuple(got.mean(0)))
+                extras.setdefault(name, {}).update(
+                    draws_miou=float(got[:, 0].mean()), draws_acc=float(got[:, 1].mean()),
+                    draws=args.kmeans_draws, draws_miou_each=got[:, 0].tolist())  # fmt: skip
+        nets.clear()
         for name, _ in ROWS:
             miou, acc = results[name][-1]
             row = {"row": name, "seed": seed, "miou": miou, "acc": acc, "teacher": args.teacher,
@@ -336,10 +384,15 @@ def main() -> None:
 
     print(f"\nPointDC Table 4, synthetic rooms, teacher {args.teacher}, SVC units {units}, "
           f"mean (std) of {args.seeds} seeds, %")  # fmt: skip
-    print(f"{'':32s} {'mIoU':>14s} {'Acc':>14s}")
+    head = f"{'':32s} {'mIoU':>14s} {'Acc':>14s}"
+    print(head + (f" {f'mIoU, {args.kmeans_draws} draws':>20s}" if draws else ""))
     for name, _ in ROWS:
         miou, acc = (np.array(results[name]) * 100).T
-        print(f"{name:32s} {miou.mean():6.2f} ({miou.std():4.2f}) {acc.mean():6.2f} ({acc.std():4.2f})")
+        line = f"{name:32s} {miou.mean():6.2f} ({miou.std():4.2f}) {acc.mean():6.2f} ({acc.std():4.2f})"
+        if name in draws:
+            d = np.array(draws[name])[:, 0] * 100
+            line += f" {d.mean():13.2f} ({d.std():4.2f})"
+        print(line)
     if MULTI_VIEW in extras:
         e = extras[MULTI_VIEW]
         print(f"{MULTI_VIEW}: points of super-voxels no view saw count as unmatched; the views saw "

@@ -103,3 +103,35 @@ def test_val_rooms_keep_the_recipes_training_rooms() -> None:
     assert room_args(None) == []
     with pytest.raises(SystemExit):
         room_args(0)
+
+
+def test_kmeans_draws_validate_the_given_network_once_per_seed(tmp_path, monkeypatch) -> None:
+    """--kmeans-draws R: R validations of the SVC recipe, each with the network's weights as its
+    starting checkpoint and its own K-means seed (DRAW_SEED + r), after the run's arguments so they
+    win; the numbers are those validations', and the temporary checkpoint is removed."""
+    import benchmarks.pointdc_ablation as ablation
+    from unsup3d.models import Res16UNet
+    from unsup3d.training.common import load_backbone
+
+    net = Res16UNet(in_channels=6, width=0.25)
+    calls = []
+
+    def fake_run_cli(subcommand, config, args):
+        def last(key):  # the CLI takes the last value of a repeated flag
+            return args[len(args) - args[::-1].index(key)]
+
+        ckpt, seed = last("--model.init_args.init_checkpoint"), int(last("--model.init_args.seed"))
+        other = Res16UNet(in_channels=6, width=0.25)
+        load_backbone(other, ckpt)
+        same = all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), other.state_dict().values()))
+        calls.append((subcommand, config.name, seed, same))
+        return seed
+
+    monkeypatch.setattr(ablation, "run_cli", fake_run_cli)
+    monkeypatch.setattr(ablation, "val_metrics", lambda seed: (seed / 1000, seed / 2000))
+    base = ["--model.init_args.seed", "2", "--model.init_args.init_checkpoint", "null"]
+    got = ablation.kmeans_draws(net, base, 3, tmp_path)
+    seeds = [ablation.DRAW_SEED + r for r in range(3)]
+    assert calls == [("validate", "pointdc_svc.yaml", s, True) for s in seeds]
+    assert got == [(s / 1000, s / 2000) for s in seeds]
+    assert not list(tmp_path.iterdir())
