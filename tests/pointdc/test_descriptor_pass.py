@@ -136,3 +136,13 @@ def test_descriptor_inputs_widen_the_network_input(tmp_path: Path) -> None:
     dm.setup("fit")
     batch = next(iter(dm.val_dataloader()))
     assert batch["sparse"].F.shape[1] == 6 + 14
+
+
+def test_descriptor_settings_are_checked_when_given() -> None:
+    from unsup3d.pointdc.descriptor_pass import as_descriptors
+
+    assert as_descriptors({"outline": "hull", "column_cap": None}).settings()["outline"] == "hull"
+    with pytest.raises(ValueError, match="outline"):
+        as_descriptors({"outline": "box"})
+    with pytest.raises(ValueError, match="column_cap"):
+        as_descriptors({"column_cap": 0.0})

@@ -79,20 +79,39 @@ def test_shape_features_against_a_brute_force_neighbourhood() -> None:
     assert shape[600:, 2].mean() > 0.2  # scattering of the ball
 
 
-def test_column_context_against_a_loop() -> None:
+@pytest.mark.parametrize("cap", [None, 2.0, 1.0])
+def test_column_context_against_a_loop(cap: float | None) -> None:
     coord, part = _room(np.random.default_rng(2))
-    d = point_descriptors(coord, column=0.3)
+    d = point_descriptors(coord, column=0.3, column_cap=cap)
     ctx = d[:, COLS["context"]]
     z = coord[:, 2] - floor_height(coord)
     z = np.clip(z, 0, None)
     cell = np.floor(coord[:, :2] / 0.3).astype(int)
     for i in np.random.default_rng(3).choice(len(coord), 60, replace=False):
         near = (np.abs(cell - cell[i]) <= 1).all(1)
-        top = z[near].max()
+        if cap is not None:
+            near &= z <= cap
+        top = z[near].max() if near.any() else 0.0
         assert ctx[i, 0] == pytest.approx(min(top / 3.0, 1.0), abs=1e-5)
-        assert ctx[i, 1] == pytest.approx(min((top - z[i]) / 3.0, 1.0), abs=1e-5)
+        assert ctx[i, 1] == pytest.approx(min(max(top - z[i], 0.0) / 3.0, 1.0), abs=1e-5)
     under_table = (part == 0) & (np.abs(coord[:, 0] - 1.95) < 0.3) & (np.abs(coord[:, 1] - 1.95) < 0.3)
     np.testing.assert_allclose(ctx[under_table, 0] * 3, 0.75, atol=0.02)
+    by_wall = (part == 0) & (coord[:, 0] < 0.1)
+    np.testing.assert_allclose(ctx[by_wall, 0] * 3, 2.5 if cap is None else cap, atol=0.1)
+
+
+def test_a_ceiling_is_not_the_top_of_the_columns_under_it() -> None:
+    coord, part = _room(np.random.default_rng(8))
+    ceiling = np.c_[_grid(20, 20, 0.1) + 1.0, np.full(400, 2.5)].astype(np.float32)  # a patch over the table
+    d_room = point_descriptors(coord)
+    d = point_descriptors(np.concatenate([coord, ceiling]))[: len(coord)]
+    ctx = COLS["context"]
+    np.testing.assert_allclose(
+        d[:, ctx.start : ctx.start + 2], d_room[:, ctx.start : ctx.start + 2], atol=1e-3
+    )
+    # counted (no cap), the ceiling is the top of every column under it, table and floor alike
+    d_all = point_descriptors(np.concatenate([coord, ceiling]), column_cap=None)[: len(coord)]
+    assert np.allclose(d_all[part == 2, ctx.start] * 3, 2.5, atol=0.01)
 
 
 def test_outline_distance_is_the_distance_to_the_convex_hull() -> None:
@@ -100,9 +119,65 @@ def test_outline_distance_is_the_distance_to_the_convex_hull() -> None:
     xy = rng.uniform(0, 4, (2000, 2))
     xy[:4] = [[0, 0], [0, 4], [4, 0], [4, 4]]
     coord = np.c_[xy, rng.uniform(0, 2, 2000)].astype(np.float32)
-    d = point_descriptors(coord)
+    d = point_descriptors(coord, outline="hull")
     expect = np.minimum.reduce([xy[:, 0], 4 - xy[:, 0], xy[:, 1], 4 - xy[:, 1]]) / 2.0
     np.testing.assert_allclose(d[:, COLS["context"].start + 2], np.minimum(expect, 1.0), atol=1e-4)
+
+
+def _l_room(rng: np.random.Generator, n: int = 20000) -> np.ndarray:
+    """Points filling an L: the 4 x 4 m square less its [2, 4] x [2, 4] corner."""
+    xy = rng.uniform(0, 4, (2 * n, 2))
+    xy = xy[~((xy[:, 0] > 2) & (xy[:, 1] > 2))][:n]
+    return xy
+
+
+def _distance_to_l_outline(xy: np.ndarray) -> np.ndarray:
+    """Exact distance of points inside the L to its boundary: the nearest of its six edges."""
+    edges = [
+        ((0, 0), (4, 0)),
+        ((4, 0), (4, 2)),
+        ((4, 2), (2, 2)),
+        ((2, 2), (2, 4)),
+        ((2, 4), (0, 4)),
+        ((0, 4), (0, 0)),
+    ]
+    out = np.full(len(xy), np.inf)
+    for a, b in edges:
+        a, b = np.asarray(a, float), np.asarray(b, float)
+        t = np.clip(((xy - a) @ (b - a)) / ((b - a) @ (b - a)), 0, 1)
+        out = np.minimum(out, np.linalg.norm(xy - (a + t[:, None] * (b - a)), axis=1))
+    return out
+
+
+def test_footprint_outline_follows_a_room_that_is_not_convex() -> None:
+    rng = np.random.default_rng(9)
+    xy = _l_room(rng)
+    coord = np.c_[xy, rng.uniform(0, 2, len(xy))].astype(np.float32)
+    col = COLS["context"].start + 2
+    got = point_descriptors(coord)[:, col] * 2.0  # metres (the range is 2 m; all distances are under 2)
+    expect = _distance_to_l_outline(xy)
+    assert np.abs(got - expect).max() < 0.1  # one 10 cm cell of the footprint's grid
+    # the convex hull cannot see the L: by the inner corner it puts points up to 1.4 m from any edge
+    hull = point_descriptors(coord, outline="hull")[:, col] * 2.0
+    assert np.abs(hull - expect).max() > 0.5
+
+
+def test_footprint_outline_ignores_holes_and_what_lies_outside() -> None:
+    rng = np.random.default_rng(10)
+    xy = _l_room(rng)
+    room = np.c_[xy, rng.uniform(0, 2, len(xy))]
+    col = COLS["context"].start + 2
+    base = point_descriptors(room.astype(np.float32))[:, col]
+    # an occlusion hole of 0.6 m in the middle of the floor is not an edge
+    holed = np.linalg.norm(xy - [1.0, 1.0], axis=1) > 0.3
+    d_holed = point_descriptors(room[holed].astype(np.float32))[:, col]
+    np.testing.assert_allclose(d_holed, base[holed], atol=1e-6)
+    # a patch seen through a door, 3 m away, moves no distance in the room
+    far = np.c_[rng.uniform(7, 8, (300, 2)), rng.uniform(0, 2, 300)]
+    d_far = point_descriptors(np.concatenate([room, far]).astype(np.float32))[: len(room), col]
+    np.testing.assert_allclose(d_far, base, atol=1e-6)
+    with pytest.raises(ValueError, match="outline"):
+        point_descriptors(room.astype(np.float32), outline="box")
 
 
 def test_segment_features_against_a_loop() -> None:

@@ -12,8 +12,13 @@ statistics, so a scene's descriptor does not depend on the others), in named gro
   eigenvalues ``l1 >= l2 >= l3`` (Demantke et al. 2011): ``(l1-l2)/l1``, ``(l2-l3)/l1``, ``l3/l1`` (3);
 - ``height``: height above the floor (the scene's 1st percentile of z), over 3 m, clipped (1);
 - ``context``: in the vertical column of ``column`` metres around the point, the top of what stands
-  there and the point's height under it (both over 3 m), and the horizontal distance to the scene's
-  outline (its 2D convex hull) over 2 m, clipped (3): walls stand on the outline, furniture inside it;
+  there up to ``column_cap`` (2 m) above the floor and the point's height under it (both over 3 m;
+  higher points do not count, so that a ceiling, which real scans often hold in patches, does not
+  become every column's top), and the horizontal distance to the scan's outline over 2 m, clipped
+  (3): walls stand on the outline, furniture inside it. The outline is the edge of the scan's
+  footprint (``outline="footprint"``: the 10 cm cells holding points, enclosed holes filled), which
+  follows a room that is not convex and ignores what a scanner saw through a door; ``"hull"``, the
+  2D convex hull, was the first version's;
 - ``segment`` (with super-voxels): each super-voxel's vertical extent, horizontal extent (both over
   2 m) and size (log10 of its points over 4) (3): a wall's segments are tall and wide, a cup's small.
 
@@ -26,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
 from unsup3d.data.knn import check_points, knn_table
@@ -82,18 +88,22 @@ def _eigen_features(coord: np.ndarray, nbr: np.ndarray) -> tuple[np.ndarray, np.
     return shape, vert
 
 
-def _column_context(coord: np.ndarray, height: np.ndarray, column: float) -> tuple[np.ndarray, np.ndarray]:
+def _column_context(
+    coord: np.ndarray, height: np.ndarray, column: float, cap: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The top of each point's vertical column (cells of ``column`` metres, the 3x3 cells around it)
-    and the point's depth under that top, both in metres above the floor."""
+    and the point's depth under that top (0 above it), both in metres above the floor. With ``cap``,
+    points higher than ``cap`` above the floor do not count (a ceiling would be every column's top)."""
     cell = np.floor(coord[:, :2] / column).astype(np.int64)
     cell -= cell.min(0)
     w, h = int(cell[:, 0].max()) + 3, int(cell[:, 1].max()) + 3
     top = np.zeros((w, h), dtype=np.float32)
-    np.maximum.at(top, (cell[:, 0] + 1, cell[:, 1] + 1), height)
+    low = slice(None) if cap is None else height <= cap
+    np.maximum.at(top, (cell[low, 0] + 1, cell[low, 1] + 1), height[low])
     # the 3x3 maximum, so a point at a cell's edge sees what stands just beside it
     padded = np.stack([np.roll(np.roll(top, dx, 0), dy, 1) for dx in (-1, 0, 1) for dy in (-1, 0, 1)])
     top3 = padded.max(0)[cell[:, 0] + 1, cell[:, 1] + 1]
-    return top3, top3 - height
+    return top3, np.clip(top3 - height, 0.0, None)
 
 
 def _outline_distance(xy: np.ndarray) -> np.ndarray:
@@ -106,6 +116,21 @@ def _outline_distance(xy: np.ndarray) -> np.ndarray:
     eq = hull.equations
     inside = -(xy @ eq[:, :2].T + eq[:, 2])
     return np.clip(inside.min(axis=1), 0.0, None).astype(np.float32)
+
+
+def _footprint_distance(xy: np.ndarray, cell: float = 0.1) -> np.ndarray:
+    """Horizontal distance of each point to the edge of the scan's footprint: the ``cell``-metre grid
+    cells that hold a point, with enclosed empty cells (occlusion holes in a floor) filled. Unlike the
+    convex hull, it follows a room that is not convex (an L, an alcove) and is not pushed out by
+    what a scanner saw through a door. Each point gets its cell centre's distance to the nearest
+    empty cell, less half a cell (0 on the edge)."""
+    ij = np.floor((xy - xy.min(0)) / cell).astype(np.int64) + 2  # a border of empty cells
+    grid = np.zeros(tuple(ij.max(0) + 3), dtype=bool)
+    grid[ij[:, 0], ij[:, 1]] = True
+    # close one-cell gaps (sparse scans) so that they do not join a hole to the outside, then fill holes
+    grid = ndimage.binary_fill_holes(ndimage.binary_closing(grid, np.ones((3, 3), dtype=bool)))
+    dist = ndimage.distance_transform_edt(grid) * cell
+    return np.clip(dist[ij[:, 0], ij[:, 1]] - cell / 2, 0.0, None).astype(np.float32)
 
 
 def _segment_features(coord: np.ndarray, superpoint: np.ndarray) -> np.ndarray:
@@ -141,12 +166,16 @@ def point_descriptors(
     *,
     k: int = 16,
     column: float = 0.3,
+    column_cap: float | None = 2.0,
+    outline: str = "footprint",
     workers: int = 1,
 ) -> np.ndarray:
     """Hand-made descriptor of every point, float32 ``(N, 14)``; columns as :data:`DESCRIPTOR_GROUPS`
     (see the module docstring). ``color`` uint8 ``(N, 3)`` (None: mid-grey); ``superpoint`` int64
     ``(N,)`` (-1 none; None: the ``segment`` group is zero); ``k`` neighbours for the local shape;
-    ``column`` the cell side (metres) of the vertical-column context."""
+    ``column`` the cell side (metres) of the vertical-column context, ``column_cap`` the height above
+    the floor above which points do not count as a column's top (None: all count), ``outline`` how
+    the distance to the outline is measured: ``"footprint"`` or ``"hull"`` (module docstring)."""
     xyz = check_points(coord, "point_descriptors").astype(np.float64)
     n = len(xyz)
     out = np.zeros((n, sum(DESCRIPTOR_GROUPS.values())), dtype=np.float32)
@@ -161,11 +190,14 @@ def point_descriptors(
         out[:, cols["shape"]] = shape
     height = np.clip(xyz[:, 2] - floor_height(xyz), 0.0, None).astype(np.float32)
     out[:, cols["height"]] = np.minimum(height / _ROOM_HEIGHT, 1.0)[:, None]
-    top, under = _column_context(xyz, height, column)
+    top, under = _column_context(xyz, height, column, column_cap)
     ctx = cols["context"]
     out[:, ctx.start] = np.minimum(top / _ROOM_HEIGHT, 1.0)
     out[:, ctx.start + 1] = np.minimum(under / _ROOM_HEIGHT, 1.0)
-    out[:, ctx.start + 2] = np.minimum(_outline_distance(xyz[:, :2]) / _OUTLINE_RANGE, 1.0)
+    if outline not in ("footprint", "hull"):
+        raise ValueError(f"outline must be 'footprint' or 'hull', got {outline!r}")
+    edge = _footprint_distance(xyz[:, :2]) if outline == "footprint" else _outline_distance(xyz[:, :2])
+    out[:, ctx.start + 2] = np.minimum(edge / _OUTLINE_RANGE, 1.0)
     if superpoint is not None:
         seg = _segment_features(xyz, np.asarray(superpoint, dtype=np.int64))
         seg[:, :2] = np.minimum(seg[:, :2] / _SEGMENT_RANGE, 1.0)
