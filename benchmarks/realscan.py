@@ -28,6 +28,10 @@ descriptors are added to the scene folders once. Rows, each Hungarian-matched on
 - ``teacher`` (with ``--teacher``): CMD from the 2D teacher on views rendered from the clouds, then the
   SVC recipe (``experiments/quickstart/pointdc_svc.yaml``: over the grown regions).
 
+``--descriptors JSON`` changes the descriptor pass's settings for every row (e.g. the first version's
+``'{"outline": "hull", "column_cap": null}'``); they are cached in the scene folders, so two runs
+with different settings must not share a root at the same time.
+
 ``--clusters K`` (more than the classes) over-clusters the K-means rows and the teacher-free rows into
 ``K`` clusters (GrowSP's primitives), merged into the classes by Euclidean K-means of the centroids
 before matching (:func:`unsup3d.training.evaluation.merge_clusters`).
@@ -88,21 +92,29 @@ def recipe_weights() -> dict[str, float]:
     return dict(cfg["model"]["init_args"]["descriptor_weights"])
 
 
-def prepare(root: Path, voxel_size: float) -> SceneFolderDataModule:
-    """Super-voxels and descriptors for every scene (cached in the scene folders)."""
-    dm = SceneFolderDataModule(root=str(root), voxel_size=voxel_size, descriptors=True)
+def prepare(root: Path, voxel_size: float, descriptors: dict | None = None) -> SceneFolderDataModule:
+    """Super-voxels and descriptors (settings ``descriptors``, None: the defaults) for every scene
+    (cached in the scene folders)."""
+    dm = SceneFolderDataModule(root=str(root), voxel_size=voxel_size, descriptors=descriptors or True)
     dm.prepare_data()
     return dm
 
 
 def count_classes(dm: SceneFolderDataModule) -> int:
     """One more than the largest class id of the labelled points."""
-    top = -1
+    ids = set()
     for split in ("train", "val"):
         for d in dm.scene_dirs(split):
-            top = max(top, int(load_npy(d / "segment.npy").max()))
-    if top < 0:
+            ids.update(np.unique(load_npy(d / "segment.npy")).tolist())
+    ids.discard(-1)
+    if not ids:
         raise SystemExit(f"{dm.root}: no labelled point in train or val (segment.npy is -1 everywhere)")
+    top = max(ids)
+    if top >= 255:  # e.g. 0-19 and 255: the usual uint8 "ignore" id, which import does not map to -1
+        print(
+            f"warning: {dm.root}'s labels hold {len(ids)} distinct ids up to {top}, so {top + 1} classes are "
+            "scored; if the largest is an ignore id, pass --num-classes (ids from it up are not scored)"
+        )
     return top + 1
 
 
@@ -185,7 +197,7 @@ def _data(root: Path, args: argparse.Namespace, descriptors: bool) -> list[str]:
         "--data.init_args.root", str(root),
         "--data.init_args.voxel_size", str(args.voxel_size),
         "--data.init_args.batch_size", str(args.batch_size),
-        "--data.init_args.descriptors", "true" if descriptors else "null",
+        "--data.init_args.descriptors", json.dumps(args.descriptors or True) if descriptors else "null",
     ]  # fmt: skip
     return [*out, "--data.init_args.units", "region" if descriptors else "superpoint"]
 
@@ -260,14 +272,16 @@ def _job(row: str, seed: int, args: argparse.Namespace, k: int) -> dict:
     """One (row, seed) in its own process: torch on one thread (the sparse convolution's best on a CPU)."""
     if not torch.cuda.is_available():
         torch.set_num_threads(1)
-    dm = SceneFolderDataModule(root=str(args.root), voxel_size=args.voxel_size, descriptors=True)
+    dm = SceneFolderDataModule(
+        root=str(args.root), voxel_size=args.voxel_size, descriptors=args.descriptors or True
+    )
     t0 = time.perf_counter()
     miou, acc = run_row(row, args.root, dm, args, seed, k)
     return {
         "row": row, "seed": seed, "miou": miou, "acc": acc, "seconds": time.perf_counter() - t0,
         "root": str(args.root), "num_classes": k, "teacher": args.teacher if row == "teacher" else None,
         "cmd_epochs": args.cmd_epochs, "svc_epochs": args.svc_epochs, "voxel_size": args.voxel_size,
-        "clusters": max(args.clusters or k, k),
+        "clusters": max(args.clusters or k, k), "descriptors": args.descriptors,
     }  # fmt: skip
 
 
@@ -314,6 +328,13 @@ def main(argv: list[str] | None = None) -> dict[str, list[tuple[float, float]]]:
     p.add_argument(
         "--jobs", type=int, default=min(2, os.cpu_count() or 1), help="rows run side by side (default 2)"
     )
+    p.add_argument(
+        "--descriptors",
+        type=json.loads,
+        default=None,
+        help='settings of the descriptor pass as JSON, e.g. \'{"outline": "hull", "column_cap": null}\' '
+        "(a diagnostic; default: the data module's)",
+    )
     p.add_argument("--work", type=Path, default=Path("outputs/benchmarks/realscan"), help="checkpoints")
     p.add_argument(
         "--val-every", type=int, default=3, help="a root with no val scenes: hold out every n-th scene"
@@ -323,7 +344,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[tuple[float, float]]]:
     if "teacher" in rows and not args.teacher:
         p.error("the teacher row needs --teacher NAME|PATH")
     args.root = held_out_view(args.root, args.work, args.val_every)
-    dm = prepare(args.root, args.voxel_size)
+    dm = prepare(args.root, args.voxel_size, args.descriptors)
     k = args.num_classes or count_classes(dm)
     n_train, n_val = len(dm.scene_dirs("train")), len(dm.scene_dirs("val"))
     print(f"{args.root}: {n_train} train, {n_val} val scenes, {k} classes")

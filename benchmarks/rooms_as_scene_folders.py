@@ -13,6 +13,14 @@ smoothly over the room (a point is kept with probability 0.35-1 from a random lo
 3-6 holes of 0.3-0.8 m (occlusions) are cut; 15-30 small clutter blobs (5-20 cm, 30-200 points, half
 of them labelled "otherfurniture", the rest unlabelled) lie on random horizontal surfaces; colours get
 a per-scene white balance and brightness and per-point noise. Every draw is seeded by the scene.
+
+``--ceiling`` (with ``--scan-like``) adds a partial ceiling to every room, as many real ScanNet scans
+hold: a plane at the walls' top over the floor's extent, at the floor's density, kept in patches of a
+random low-frequency field (0-70 % of it), off-white, unlabelled (ScanNet-20 has no ceiling class).
+A stress test of what the hand-made descriptors assume (what stands in a point's vertical column).
+``--l-shaped`` (with ``--scan-like``) cuts a random corner (30-50 % of each side) out of every room,
+everything in it removed, and closes the cut with two walls: real rooms are often not convex, which a
+descriptor measuring the distance to the scan's outline must survive.
 """
 
 from __future__ import annotations
@@ -40,17 +48,81 @@ def _rotation(rng: np.random.Generator) -> np.ndarray:
     return rz @ rx @ ry
 
 
+WALL, FLOOR = 0, 1  # ScanNet-20 class ids
+
+
+def _low_frequency_field(coord: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A sum of 4 random plane waves at ``coord``, scaled to [0, 1]."""
+    field = np.zeros(len(coord))
+    for _ in range(4):
+        k = rng.normal(size=3) * rng.uniform(0.5, 1.5)
+        field += np.sin(coord @ k + rng.uniform(0, 2 * np.pi))
+    return (field - field.min()) / (np.ptp(field) + 1e-9)
+
+
+def partial_ceiling(scene: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """``scene`` (axis-aligned, z up) with a partial, unlabelled ceiling (see ``--ceiling``)."""
+    coord, segment = scene["coord"].astype(np.float64), scene["segment"]
+    floor, wall = coord[segment == FLOOR], coord[segment == WALL]
+    if len(floor) < 10 or len(wall) < 10:
+        return scene
+    lo, hi = floor[:, :2].min(0), floor[:, :2].max(0)
+    pts = np.column_stack([rng.uniform(lo, hi, (len(floor), 2)), np.full(len(floor), wall[:, 2].max())])
+    pts = pts[_low_frequency_field(pts, rng) < rng.uniform(0.0, 0.7)]
+    rgb = np.clip(
+        np.array([225.0, 225.0, 220.0]) * rng.uniform(0.6, 1.0) + rng.normal(scale=6, size=pts.shape), 0, 255
+    )
+    return {
+        "coord": np.concatenate([coord, pts]).astype(np.float32),
+        "color": np.concatenate([scene["color"].astype(np.float64), rgb]).astype(np.uint8),
+        "segment": np.concatenate([segment, np.full(len(pts), -1, dtype=segment.dtype)]),
+    }
+
+
+def l_shaped(scene: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """``scene`` (axis-aligned, z up) with a corner cut out and walled off (see ``--l-shaped``)."""
+    coord, color, segment = scene["coord"].astype(np.float64), scene["color"], scene["segment"]
+    floor, wall = coord[segment == FLOOR], segment == WALL
+    if len(floor) < 10 or wall.sum() < 10:
+        return scene
+    lo, hi = floor[:, :2].min(0), floor[:, :2].max(0)
+    corner = np.where(rng.random(2) < 0.5, lo, hi)
+    inner = corner + (lo + hi - 2 * corner) * rng.uniform(0.3, 0.5, 2)  # the cut's inner corner
+    span_lo, span_hi = np.minimum(corner, inner), np.maximum(corner, inner)
+    outward = np.where(corner == lo, -1.0, 1.0) * 0.5  # past the corner: the room's own walls there go too
+    cut_lo, cut_hi = np.minimum(corner + outward, inner), np.maximum(corner + outward, inner)
+    keep = ~((coord[:, :2] > cut_lo) & (coord[:, :2] < cut_hi)).all(1)
+    z0, z1 = floor[:, 2].mean(), coord[wall, 2].max()
+    density = len(floor) / np.prod(hi - lo)  # points a square metre
+    walls = []
+    for axis in (0, 1):  # the wall at inner[axis], spanning the cut along the other axis
+        other = 1 - axis
+        length = span_hi[other] - span_lo[other]
+        n = int(density * length * (z1 - z0))
+        pts = np.empty((n, 3))
+        pts[:, axis] = inner[axis]
+        pts[:, other] = rng.uniform(span_lo[other], span_hi[other], n)
+        pts[:, 2] = rng.uniform(z0, z1, n)
+        walls.append(pts)
+    new = np.concatenate(walls)
+    rgb = color[rng.choice(np.flatnonzero(wall), len(new))].astype(np.float64) + rng.normal(
+        scale=4, size=new.shape
+    )
+    return {
+        "coord": np.concatenate([coord[keep], new]).astype(np.float32),
+        "color": np.concatenate([color[keep].astype(np.float64), np.clip(rgb, 0, 255)]).astype(np.uint8),
+        "segment": np.concatenate([segment[keep], np.full(len(new), WALL, dtype=segment.dtype)]),
+    }
+
+
 def scan_like(scene: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
     """The degradations of ``--scan-like`` (see the module docstring) applied to one scene."""
     coord = scene["coord"].astype(np.float64)
     color = scene["color"].astype(np.float64)
     segment = scene["segment"].copy()
     # density: keep probability from a sum of a few random plane waves, in [0.35, 1]
-    field = np.zeros(len(coord))
-    for _ in range(4):
-        k = rng.normal(size=3) * rng.uniform(0.5, 1.5)
-        field += np.sin(coord @ k + rng.uniform(0, 2 * np.pi))
-    keep = rng.random(len(coord)) < 0.35 + 0.65 * (field - field.min()) / (np.ptp(field) + 1e-9)
+    field = _low_frequency_field(coord, rng)
+    keep = rng.random(len(coord)) < 0.35 + 0.65 * field
     # occlusion holes
     for _ in range(rng.integers(3, 7)):
         centre = coord[rng.integers(len(coord))]
@@ -75,7 +147,15 @@ def scan_like(scene: dict[str, np.ndarray], rng: np.random.Generator) -> dict[st
     return {"coord": coord.astype(np.float32), "color": color.astype(np.uint8), "segment": segment}
 
 
-def write_rooms(out: Path, train: int, val: int, scan_like_rooms: bool, seed: int = 0) -> Path:
+def write_rooms(
+    out: Path,
+    train: int,
+    val: int,
+    scan_like_rooms: bool,
+    seed: int = 0,
+    ceiling: bool = False,
+    l_shape: bool = False,
+) -> Path:
     """Generate the rooms and write them under ``out``; returns ``out``."""
     work = out.parent / f".{out.name}-generator"
     dm = SyntheticRoomsDataModule(
@@ -85,6 +165,10 @@ def write_rooms(out: Path, train: int, val: int, scan_like_rooms: bool, seed: in
     for split in ("train", "val"):
         for i, d in enumerate(list_scenes(dm.prepared_root, split)):
             scene = read_scene(d, ["coord", "color", "segment"])
+            if l_shape:
+                scene = l_shaped(scene, np.random.default_rng([seed, i, split == "val", 2]))
+            if ceiling:
+                scene = partial_ceiling(scene, np.random.default_rng([seed, i, split == "val", 1]))
             if scan_like_rooms:
                 scene = scan_like(scene, np.random.default_rng([seed, i, split == "val"]))
             write_scene(out / split / d.name, scene)
@@ -97,9 +181,11 @@ def main() -> None:
     p.add_argument("--train", type=int, default=16)
     p.add_argument("--val", type=int, default=7)
     p.add_argument("--scan-like", action="store_true", help="degrade the rooms towards real scans")
+    p.add_argument("--ceiling", action="store_true", help="add a partial, unlabelled ceiling to every room")
+    p.add_argument("--l-shaped", action="store_true", help="cut a corner out of every room and wall it off")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    write_rooms(args.out, args.train, args.val, args.scan_like, args.seed)
+    write_rooms(args.out, args.train, args.val, args.scan_like, args.seed, args.ceiling, args.l_shaped)
     print(f"{args.out}: {args.train} train, {args.val} val scenes")
 
 

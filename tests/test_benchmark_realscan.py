@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from benchmarks import realscan
-from benchmarks.rooms_as_scene_folders import scan_like, write_rooms
+from benchmarks.rooms_as_scene_folders import l_shaped, partial_ceiling, scan_like, write_rooms
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +32,50 @@ def test_scan_like_rooms_are_degraded_and_deterministic() -> None:
         np.testing.assert_array_equal(a[key], b[key])
     assert len(a["coord"]) != n and (a["segment"] == -1).any() and (a["segment"] == 19).any()
     assert len(a["coord"]) == len(a["color"]) == len(a["segment"])
+
+
+def _box_room(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """A 4 x 3 m floor (class 1) and its four 2.5 m walls (class 0), z up, axis-aligned."""
+    floor = np.c_[rng.uniform([0, 0], [4, 3], (4000, 2)), np.zeros(4000)]
+    t, z = rng.uniform(0, 1, 6000), rng.uniform(0, 2.5, 6000)
+    side = rng.integers(0, 4, 6000)
+    x = np.select([side == 0, side == 1, side == 2], [4 * t, 4 * t, np.zeros(6000)], np.full(6000, 4.0))
+    y = np.select([side == 0, side == 1, side == 2], [np.zeros(6000), np.full(6000, 3.0), 3 * t], 3 * t)
+    coord = np.concatenate([floor, np.c_[x, y, z]]).astype(np.float32)
+    segment = np.repeat([1, 0], [4000, 6000])
+    color = rng.integers(0, 256, (10000, 3)).astype(np.uint8)
+    return {"coord": coord, "color": color, "segment": segment}
+
+
+def test_partial_ceiling_is_unlabelled_at_the_walls_top() -> None:
+    room = _box_room(np.random.default_rng(3))
+    for seed in range(5):
+        out = partial_ceiling(room, np.random.default_rng(seed))
+        added = slice(len(room["coord"]), None)
+        np.testing.assert_array_equal(out["coord"][: len(room["coord"])], room["coord"])
+        assert (out["segment"][added] == -1).all()
+        np.testing.assert_allclose(out["coord"][added, 2], room["coord"][:, 2].max(), atol=1e-6)
+        assert len(out["coord"]) - len(room["coord"]) < 0.9 * 4000  # a patch, not the whole ceiling
+    counts = [len(partial_ceiling(room, np.random.default_rng(s))["coord"]) for s in range(5)]
+    assert max(counts) > len(room["coord"])  # some rooms do get a ceiling
+
+
+def test_l_shaped_room_loses_a_walled_off_corner() -> None:
+    room = _box_room(np.random.default_rng(4))
+    out = l_shaped(room, np.random.default_rng(5))
+    again = l_shaped(room, np.random.default_rng(5))
+    for key in out:
+        np.testing.assert_array_equal(out[key], again[key])
+    floor = out["coord"][out["segment"] == 1]
+    # the floor's footprint is an L: one corner quadrant of the box holds no floor at all
+    cells = np.zeros((8, 6), dtype=bool)
+    cells[np.clip((floor[:, 0] * 2).astype(int), 0, 7), np.clip((floor[:, 1] * 2).astype(int), 0, 5)] = True
+    corners = [cells[:1, :1], cells[:1, -1:], cells[-1:, :1], cells[-1:, -1:]]
+    assert sum(not c.any() for c in corners) == 1 and cells.mean() < 0.95
+    # new walls close the cut: wall points stand inside the box, away from its four sides
+    wall = out["coord"][out["segment"] == 0]
+    inner = (wall[:, 0] > 0.5) & (wall[:, 0] < 3.5) & (wall[:, 1] > 0.5) & (wall[:, 1] < 2.5)
+    assert inner.sum() > 100
 
 
 def test_written_rooms_are_scene_folders(rooms: Path) -> None:
@@ -96,6 +140,26 @@ def test_root_without_val_holds_out_every_nth_scene(rooms: Path, tmp_path: Path,
     assert realscan.held_out_view(rooms, work, 3) == rooms  # a root with val scenes is used as it is
 
 
+def test_descriptor_settings_reach_every_row(rooms: Path, tmp_path: Path, monkeypatch) -> None:
+    """--descriptors: the descriptor pass's settings for the K-means rows (the data module here) and,
+    through the CLI, the teacher-free rows; recorded in the scene folders and the JSON rows."""
+    import benchmarks._common
+
+    monkeypatch.setattr(benchmarks._common, "RESULTS", tmp_path / "results")
+    root = tmp_path / "copy"
+    shutil.copytree(rooms, root)
+    out = tmp_path / "rows.jsonl"
+    settings = '{"outline": "hull", "column_cap": null}'
+    args = ["--root", str(root), "--seeds", "1", "--rows", "kmeans-regions", "teacher-free-untrained"]
+    args += ["--voxel-size", "0.1", "--jobs", "1", "--work", str(tmp_path / "work"), "--json", str(out)]
+    realscan.main([*args, "--descriptors", settings])
+    for scene in (root / "train").iterdir():
+        recorded = json.loads((scene / "descriptor.json").read_text())
+        assert recorded["outline"] == "hull" and recorded["column_cap"] is None
+    for record in map(json.loads, out.read_text().splitlines()):
+        assert record["descriptors"] == {"outline": "hull", "column_cap": None}
+
+
 def test_over_clustered_kmeans_rows(rooms: Path, monkeypatch) -> None:
     """--clusters K: K-means into K, merged into the classes before matching (more clusters than
     classes never reach the metric); K <= classes is the plain row."""
@@ -126,7 +190,7 @@ def test_clusters_reach_the_teacher_free_rows_only(rooms: Path, tmp_path: Path, 
     for clusters, expect in ((60, True), (20, False), (None, False)):
         args = argparse.Namespace(
             voxel_size=0.05, batch_size=4, svc_epochs=1, work=tmp_path, clusters=clusters,
-            teacher_free_cmd=False,
+            teacher_free_cmd=False, descriptors=None,
         )  # fmt: skip
         for row in ("teacher-free-untrained", "teacher-free", "svc-scratch"):
             calls.clear()
@@ -166,3 +230,20 @@ def test_network_rows_run_end_to_end(rooms: Path, tmp_path: Path, monkeypatch) -
     train_scene = next((rooms / "train").iterdir())
     assert (train_scene / "cmd_target.npy").is_file()  # the teacher row's feature pass, on rendered views
     assert json.loads((train_scene / "cmd_target.json").read_text())["settings"]["views"] == "render"
+
+
+def test_class_count_warns_of_an_ignore_id(tmp_path: Path, capsys) -> None:
+    class Scenes:  # the part of the data module count_classes reads
+        root = tmp_path
+
+        def scene_dirs(self, split: str) -> list[Path]:
+            return sorted((tmp_path / split).iterdir())
+
+    for split, labels in (("train", [0, 3, -1, 19]), ("val", [1, 2, 19])):
+        (tmp_path / split / "s").mkdir(parents=True)
+        np.save(tmp_path / split / "s" / "segment.npy", np.array(labels))
+    assert realscan.count_classes(Scenes()) == 20
+    assert "warning" not in capsys.readouterr().out
+    np.save(tmp_path / "val" / "s" / "segment.npy", np.array([1, 255]))
+    assert realscan.count_classes(Scenes()) == 256
+    assert "--num-classes" in capsys.readouterr().out
