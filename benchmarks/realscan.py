@@ -208,6 +208,7 @@ def _svc(args: argparse.Namespace, seed: int, num_classes: int) -> list[str]:
         "--model.init_args.class_names", "null", "--trainer.enable_checkpointing", "false",
         "--trainer.max_epochs", str(args.svc_epochs),
         "--trainer.check_val_every_n_epoch", str(args.svc_epochs),
+        *(["--model.init_args.lr", str(args.svc_lr)] if args.svc_lr is not None else []),
     ]  # fmt: skip
 
 
@@ -281,7 +282,7 @@ def _job(row: str, seed: int, args: argparse.Namespace, k: int) -> dict:
         "row": row, "seed": seed, "miou": miou, "acc": acc, "seconds": time.perf_counter() - t0,
         "root": str(args.root), "num_classes": k, "teacher": args.teacher if row == "teacher" else None,
         "cmd_epochs": args.cmd_epochs, "svc_epochs": args.svc_epochs, "voxel_size": args.voxel_size,
-        "clusters": max(args.clusters or k, k), "descriptors": args.descriptors,
+        "clusters": max(args.clusters or k, k), "descriptors": args.descriptors, "svc_lr": args.svc_lr,
     }  # fmt: skip
 
 
@@ -319,6 +320,12 @@ def main(argv: list[str] | None = None) -> dict[str, list[tuple[float, float]]]:
         help="teacher-free: CMD distilling the descriptors before SVC (measured: no gain in its mIoU)",
     )
     p.add_argument("--svc-epochs", type=int, default=20)
+    p.add_argument(
+        "--svc-lr",
+        type=float,
+        default=None,
+        help="SVC's lr for every SVC row (default: the recipes' 0.0075, which is for their batch of 2)",
+    )
     p.add_argument(
         "--clusters",
         type=int,

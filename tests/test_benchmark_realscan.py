@@ -190,12 +190,16 @@ def test_clusters_reach_the_teacher_free_rows_only(rooms: Path, tmp_path: Path, 
     for clusters, expect in ((60, True), (20, False), (None, False)):
         args = argparse.Namespace(
             voxel_size=0.05, batch_size=4, svc_epochs=1, work=tmp_path, clusters=clusters,
-            teacher_free_cmd=False, descriptors=None,
+            teacher_free_cmd=False, descriptors=None, svc_lr=None if clusters else 0.015,
         )  # fmt: skip
         for row in ("teacher-free-untrained", "teacher-free", "svc-scratch"):
             calls.clear()
             realscan.run_row(row, rooms, dm, args, 0, 20)
             cli = calls[0]
+            # --svc-lr reaches every SVC row; without it the recipe's lr is left alone
+            assert ("--model.init_args.lr" in cli) == (clusters is None)
+            if clusters is None:
+                assert cli[cli.index("--model.init_args.lr") + 1] == "0.015"
             over = "--model.init_args.num_clusters" in cli
             assert over == (expect and row != "svc-scratch"), (clusters, row)
             if over:
