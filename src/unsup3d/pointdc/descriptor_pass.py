@@ -47,7 +47,8 @@ class Descriptors:
         outline: ``"footprint"`` (the edge of the cells holding points) or ``"hull"`` (the convex
             hull) for the distance-to-outline descriptor. On scan-like rooms with a corner cut out
             (``--l-shaped``) the footprint gave 17.89 against 16.67 % mIoU over the regions (K-means,
-            3 seeds), on the convex ones 17.97 against 17.42.
+            3 seeds), on the convex ones 17.97 against 17.42; the teacher-free SVC row did not gain
+            from it (README, stress tests).
         region_c: scale of the grown super-voxels (``region.npy``): Felzenszwalb-Huttenlocher on the
             normals alone with this ``c`` (the super-voxels use 0.1), so that a floor or a wall becomes a
             few regions instead of dozens of super-voxels. The descriptors' ``segment`` group describes
