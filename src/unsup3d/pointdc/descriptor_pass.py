@@ -23,7 +23,7 @@ import numpy as np
 from unsup3d.data.prepare import Job, npy_problem, run_jobs, write_json_atomic
 from unsup3d.data.scene_folder import add_arrays, read_scene, scene_normals
 from unsup3d.data.superpoints import estimate_normals, felzenszwalb_superpoints
-from unsup3d.pointdc.geometric import point_descriptors
+from unsup3d.pointdc.geometric import check_outline, point_descriptors
 
 #: bump when the descriptors a given setting produces change
 DESCRIPTOR_VERSION = 3
@@ -64,8 +64,7 @@ class Descriptors:
     splits: list[str] = field(default_factory=lambda: ["train", "val"])
 
     def __post_init__(self) -> None:
-        if self.outline not in ("footprint", "hull"):
-            raise ValueError(f"descriptors.outline must be 'footprint' or 'hull', got {self.outline!r}")
+        check_outline(self.outline)
         if self.column_cap is not None and self.column_cap <= 0:
             raise ValueError(f"descriptors.column_cap must be positive or null, got {self.column_cap}")
 

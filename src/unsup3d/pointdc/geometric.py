@@ -36,7 +36,15 @@ from scipy.spatial import ConvexHull, QhullError
 
 from unsup3d.data.knn import check_points, knn_table
 
-__all__ = ["DESCRIPTOR_GROUPS", "descriptor_columns", "floor_height", "point_descriptors", "weight_columns"]
+__all__ = [
+    "DESCRIPTOR_GROUPS",
+    "OUTLINES",
+    "check_outline",
+    "descriptor_columns",
+    "floor_height",
+    "point_descriptors",
+    "weight_columns",
+]
 
 #: descriptor groups and their column counts, in column order
 DESCRIPTOR_GROUPS: dict[str, int] = {
@@ -133,6 +141,16 @@ def _footprint_distance(xy: np.ndarray, cell: float = 0.1) -> np.ndarray:
     return np.clip(dist[ij[:, 0], ij[:, 1]] - cell / 2, 0.0, None).astype(np.float32)
 
 
+#: the ways of measuring the distance to the outline (``point_descriptors(outline=...)``)
+OUTLINES = {"footprint": _footprint_distance, "hull": _outline_distance}
+
+
+def check_outline(outline: str) -> None:
+    """``ValueError`` unless ``outline`` names one of :data:`OUTLINES`."""
+    if outline not in OUTLINES:
+        raise ValueError(f"outline must be one of {sorted(OUTLINES)}, got {outline!r}")
+
+
 def _segment_features(coord: np.ndarray, superpoint: np.ndarray) -> np.ndarray:
     """Per point: its super-voxel's vertical extent, horizontal extent (metres) and log10 size."""
     out = np.zeros((len(coord), 3), dtype=np.float32)
@@ -176,6 +194,7 @@ def point_descriptors(
     ``column`` the cell side (metres) of the vertical-column context, ``column_cap`` the height above
     the floor above which points do not count as a column's top (None: all count), ``outline`` how
     the distance to the outline is measured: ``"footprint"`` or ``"hull"`` (module docstring)."""
+    check_outline(outline)
     xyz = check_points(coord, "point_descriptors").astype(np.float64)
     n = len(xyz)
     out = np.zeros((n, sum(DESCRIPTOR_GROUPS.values())), dtype=np.float32)
@@ -194,10 +213,7 @@ def point_descriptors(
     ctx = cols["context"]
     out[:, ctx.start] = np.minimum(top / _ROOM_HEIGHT, 1.0)
     out[:, ctx.start + 1] = np.minimum(under / _ROOM_HEIGHT, 1.0)
-    if outline not in ("footprint", "hull"):
-        raise ValueError(f"outline must be 'footprint' or 'hull', got {outline!r}")
-    edge = _footprint_distance(xyz[:, :2]) if outline == "footprint" else _outline_distance(xyz[:, :2])
-    out[:, ctx.start + 2] = np.minimum(edge / _OUTLINE_RANGE, 1.0)
+    out[:, ctx.start + 2] = np.minimum(OUTLINES[outline](xyz[:, :2]) / _OUTLINE_RANGE, 1.0)
     if superpoint is not None:
         seg = _segment_features(xyz, np.asarray(superpoint, dtype=np.int64))
         seg[:, :2] = np.minimum(seg[:, :2] / _SEGMENT_RANGE, 1.0)
