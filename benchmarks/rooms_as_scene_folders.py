@@ -60,6 +60,18 @@ def _low_frequency_field(coord: np.ndarray, rng: np.random.Generator) -> np.ndar
     return (field - field.min()) / (np.ptp(field) + 1e-9)
 
 
+def _with_points(
+    coord: np.ndarray, color: np.ndarray, segment: np.ndarray, pts: np.ndarray, rgb: np.ndarray, label: int
+) -> dict[str, np.ndarray]:
+    """A scene of ``coord`` / ``color`` / ``segment`` and the added points ``pts`` of colour ``rgb``
+    (clipped to 0-255) and class ``label``."""
+    return {
+        "coord": np.concatenate([coord, pts]).astype(np.float32),
+        "color": np.concatenate([color.astype(np.float64), np.clip(rgb, 0, 255)]).astype(np.uint8),
+        "segment": np.concatenate([segment, np.full(len(pts), label, dtype=segment.dtype)]),
+    }
+
+
 def partial_ceiling(scene: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
     """``scene`` (axis-aligned, z up) with a partial, unlabelled ceiling (see ``--ceiling``)."""
     coord, segment = scene["coord"].astype(np.float64), scene["segment"]
@@ -69,14 +81,8 @@ def partial_ceiling(scene: dict[str, np.ndarray], rng: np.random.Generator) -> d
     lo, hi = floor[:, :2].min(0), floor[:, :2].max(0)
     pts = np.column_stack([rng.uniform(lo, hi, (len(floor), 2)), np.full(len(floor), wall[:, 2].max())])
     pts = pts[_low_frequency_field(pts, rng) < rng.uniform(0.0, 0.7)]
-    rgb = np.clip(
-        np.array([225.0, 225.0, 220.0]) * rng.uniform(0.6, 1.0) + rng.normal(scale=6, size=pts.shape), 0, 255
-    )
-    return {
-        "coord": np.concatenate([coord, pts]).astype(np.float32),
-        "color": np.concatenate([scene["color"].astype(np.float64), rgb]).astype(np.uint8),
-        "segment": np.concatenate([segment, np.full(len(pts), -1, dtype=segment.dtype)]),
-    }
+    rgb = np.array([225.0, 225.0, 220.0]) * rng.uniform(0.6, 1.0) + rng.normal(scale=6, size=pts.shape)
+    return _with_points(coord, scene["color"], segment, pts, rgb, -1)
 
 
 def l_shaped(scene: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -108,11 +114,7 @@ def l_shaped(scene: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str
     rgb = color[rng.choice(np.flatnonzero(wall), len(new))].astype(np.float64) + rng.normal(
         scale=4, size=new.shape
     )
-    return {
-        "coord": np.concatenate([coord[keep], new]).astype(np.float32),
-        "color": np.concatenate([color[keep].astype(np.float64), np.clip(rgb, 0, 255)]).astype(np.uint8),
-        "segment": np.concatenate([segment[keep], np.full(len(new), WALL, dtype=segment.dtype)]),
-    }
+    return _with_points(coord[keep], color[keep], segment[keep], new, rgb, WALL)
 
 
 def scan_like(scene: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
