@@ -100,8 +100,14 @@ def prepare(root: Path, voxel_size: float, descriptors: dict | None = None) -> S
     return dm
 
 
+IGNORE_ID = 255  # the usual uint8 "ignore" label, which `unsup3d import` keeps as it is (it maps only < 0)
+
+
 def count_classes(dm: SceneFolderDataModule) -> int:
-    """One more than the largest class id of the labelled points."""
+    """One more than the largest class id of the labelled points. Where the labels also hold
+    ``IGNORE_ID`` or more beside smaller ids (0-19 and 255, say), those ids are taken as "ignore" (a
+    named fallback, said on stdout): the classes are counted below them, and the metric, which scores
+    only ids below the class count, leaves their points out. ``--num-classes`` overrides the count."""
     ids = set()
     for split in ("train", "val"):
         for d in dm.scene_dirs(split):
@@ -109,13 +115,16 @@ def count_classes(dm: SceneFolderDataModule) -> int:
     ids.discard(-1)
     if not ids:
         raise SystemExit(f"{dm.root}: no labelled point in train or val (segment.npy is -1 everywhere)")
-    top = max(ids)
-    if top >= 255:  # e.g. 0-19 and 255: the usual uint8 "ignore" id, which import does not map to -1
+    below = [i for i in ids if i < IGNORE_ID]
+    if below and len(below) < len(ids):
+        high = sorted(i for i in ids if i >= IGNORE_ID)
         print(
-            f"warning: {dm.root}'s labels hold {len(ids)} distinct ids up to {top}, so {top + 1} classes are "
-            "scored; if the largest is an ignore id, pass --num-classes (ids from it up are not scored)"
+            f"note: {dm.root}'s labels hold ids {high} beside {len(below)} ids up to {max(below)}; they are "
+            f"taken as ignore ids (not scored) and {max(below) + 1} classes are scored; pass --num-classes "
+            "to count otherwise"
         )
-    return top + 1
+        return max(below) + 1
+    return max(ids) + 1
 
 
 def held_out_view(root: Path, work: Path, every: int) -> Path:

@@ -236,7 +236,7 @@ def test_network_rows_run_end_to_end(rooms: Path, tmp_path: Path, monkeypatch) -
     assert json.loads((train_scene / "cmd_target.json").read_text())["settings"]["views"] == "render"
 
 
-def test_class_count_warns_of_an_ignore_id(tmp_path: Path, capsys) -> None:
+def test_class_count_leaves_out_an_ignore_id(tmp_path: Path, capsys) -> None:
     class Scenes:  # the part of the data module count_classes reads
         root = tmp_path
 
@@ -247,7 +247,14 @@ def test_class_count_warns_of_an_ignore_id(tmp_path: Path, capsys) -> None:
         (tmp_path / split / "s").mkdir(parents=True)
         np.save(tmp_path / split / "s" / "segment.npy", np.array(labels))
     assert realscan.count_classes(Scenes()) == 20
-    assert "warning" not in capsys.readouterr().out
+    assert "ignore" not in capsys.readouterr().out
     np.save(tmp_path / "val" / "s" / "segment.npy", np.array([1, 255]))
-    assert realscan.count_classes(Scenes()) == 256
-    assert "--num-classes" in capsys.readouterr().out
+    assert realscan.count_classes(Scenes()) == 20  # 0-19 scored, 255 left out
+    assert "ignore ids" in capsys.readouterr().out
+    np.save(tmp_path / "train" / "s" / "segment.npy", np.array([0, 300, 255]))
+    assert realscan.count_classes(Scenes()) == 2  # every id from 255 up is an ignore id
+    assert "[255, 300]" in capsys.readouterr().out
+    for split in ("train", "val"):  # only ids from 255 up: they are the classes
+        np.save(tmp_path / split / "s" / "segment.npy", np.array([255, 256]))
+    assert realscan.count_classes(Scenes()) == 257
+    assert "ignore" not in capsys.readouterr().out
