@@ -13,7 +13,16 @@ import torch
 from benchmarks._interpolate_loop import trilinear_interpolate_loop
 from unsup3d.data.formats.semantic_kitti import read_scan
 from unsup3d.models.interpolate import trilinear_interpolate
-from unsup3d.sparse import sparse_quantize
+from unsup3d.sparse import grid_table, sparse_quantize
+
+
+@pytest.fixture(autouse=True, params=["table", "search"])
+def lookup(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test twice: site lookups through dense tables where they fit, and through sorted keys only."""
+    if request.param == "search":
+        monkeypatch.setattr(grid_table, "DENSE_TABLE_MAX", 0)
+    return request.param
+
 
 
 def _reference(feats: torch.Tensor, coords: torch.Tensor, stride: int, query: torch.Tensor) -> torch.Tensor:

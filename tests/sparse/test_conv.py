@@ -6,10 +6,18 @@ import pytest
 import torch
 
 from tests.sparse._dense import dense_conv, random_sites
-from unsup3d.sparse import SparseTensor, conv3d, kernel_offsets
+from unsup3d.sparse import SparseTensor, conv3d, grid_table, kernel_offsets
 from unsup3d.sparse import kernel_map as km
 
 D = torch.float64
+
+@pytest.fixture(autouse=True, params=["table", "search"])
+def lookup(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test twice: site lookups through dense tables where they fit, and through sorted keys only."""
+    if request.param == "search":
+        monkeypatch.setattr(grid_table, "DENSE_TABLE_MAX", 0)
+    return request.param
+
 
 
 def _offsets_torchsparse(k: int, dilation: int) -> list[list[int]]:

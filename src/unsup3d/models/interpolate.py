@@ -10,7 +10,10 @@ The weights depend on the coordinates only, so they form one sparse matrix ``S``
 sites, at most 8 entries a row): the interpolation is ``S @ feats`` and its gradient ``S^T @ grad``,
 two sparse products instead of eight gathers and scatters each way (forward + backward on a KITTI
 frame's four Res16UNet levels: about 2x faster, ``benchmarks/interpolate.py``). ``S`` and ``S^T`` are
-built once per (coarse coordinates, query) and can be cached with the tensors they belong to.
+built once per (coarse coordinates, query) and can be cached with the tensors they belong to. The
+corners are read from a dense table of the coarse sites where it is small enough
+(`unsup3d.sparse.grid_table`), else found by a binary search of their sorted keys; the weights of a
+stride's ``s^3`` query offsets are computed once and looked up. Both give the same matrix.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
+
+from unsup3d.sparse.grid_table import build_table
 
 __all__ = ["Interpolation", "interpolation_matrix", "trilinear_interpolate"]
 
@@ -76,6 +81,69 @@ def _check_shapes(coords: Tensor, query: Tensor) -> None:
         )
 
 
+_CORNERS = tuple(itertools.product((0, 1), repeat=3))  # z fastest, as in the keys
+
+
+def _weights_of(offset: Tensor, s: Tensor) -> Tensor:
+    """``(n, 8)`` trilinear weights of the corners of queries `offset` `(n, 3)` into their cells."""
+    frac = offset.to(torch.float32) / s.to(torch.float32)  # in [0, 1) per axis
+    # corner j = (jx, jy, jz) in binary, z fastest: the product of the axes' 1 - frac for a 0, frac for a 1
+    pair = torch.stack([1 - frac, frac], dim=2)  # (n, 3, 2)
+    xy = (pair[:, 0, :, None] * pair[:, 1, None, :]).reshape(-1, 4, 1)
+    return (xy * pair[:, 2, None, :]).reshape(-1, 8)
+
+
+def _corner_weights(offset: Tensor, s: Tensor) -> Tensor:
+    """`_weights_of` each query, read from a table of the stride's ``sx sy sz`` offsets where it is
+    smaller than the queries (the same products, so the same values)."""
+    sx, sy, sz = s.tolist()
+    if sx * sy * sz > offset.shape[0]:
+        return _weights_of(offset, s)
+    axes = [torch.arange(a, device=s.device) for a in (sx, sy, sz)]
+    # row (rx * sy + ry) * sz + rz of the table holds the weights of offset (rx, ry, rz)
+    table = _weights_of(torch.stack(torch.meshgrid(*axes, indexing="ij")).reshape(3, -1).T, s)
+    return table.index_select(0, (offset[:, 0] * sy + offset[:, 1]) * sz + offset[:, 2])
+
+
+def _corners_dense(coords: Tensor, order: Tensor, cell: Tensor, s: Tensor) -> Tensor | None:
+    """Columns ``(n, 8)`` of each query cell's 8 corners (-1 where absent), read from a dense table of
+    the coarse sites on the lattice of the stride; None where no table is built (`build_table`)."""
+    step = s.tolist()
+    positions = torch.empty_like(order)
+    positions[order] = torch.arange(order.shape[0], device=order.device)  # sorted position of each row
+    grid = build_table(coords, positions, step, box=[cell], pad=(1, 1, 1))
+    if grid is None:
+        return None
+    keys = grid.key(cell)
+    deltas = torch.tensor([grid.delta([c * t for c, t in zip(corner, step)]) for corner in _CORNERS],
+                          device=cell.device)
+    return grid.table[keys[:, None] + deltas].long()
+
+
+def _corners_searched(coords: Tensor, order: Tensor, lo: Tensor, hi: Tensor, span: Tensor, cell: Tensor,
+                      s: Tensor) -> Tensor:
+    """`_corners_dense`' columns by a binary search of the sorted coarse keys, once per distinct cell."""
+    device = cell.device
+    n = cell.shape[0]
+    order_keys = _keys(coords, lo, span)[order]
+    cell_lo = cell.min(dim=0).values
+    cell_span = cell.max(dim=0).values - cell_lo + 1
+    distinct, inverse = torch.unique(_keys(cell, cell_lo, cell_span), return_inverse=True)
+    first = torch.empty(distinct.shape[0], dtype=torch.long, device=device)
+    first.scatter_(0, inverse, torch.arange(n, device=device))  # any query of each cell
+    cells = cell[first]
+    # Each distinct cell's 8 corners at once; z varies fastest, as in the keys, so corner j's key
+    # grows with j and each row's columns ascend.
+    corner = torch.tensor(_CORNERS, device=device)  # (8, 3)
+    step = torch.cat([corner.new_zeros(8, 1), corner * s], dim=1)  # (8, 4): batch column 0
+    cand = (cells[:, None, :] + step).reshape(-1, 4)
+    inside = ((cand >= lo) & (cand <= hi)).all(dim=1)
+    keys = _keys(cand.clamp(lo, hi), lo, span)  # clipped into the box: outside ones masked below
+    idx = torch.searchsorted(order_keys, keys).clamp_max(order_keys.numel() - 1)
+    found = inside & (order_keys[idx] == keys)
+    return torch.where(found, idx, -1).view(-1, 8)[inverse]
+
+
 def interpolation_matrix(
     coords: Tensor, stride: int | tuple[int, ...] | Tensor, query: Tensor, device: torch.device | None = None
 ) -> Interpolation:
@@ -96,35 +164,16 @@ def interpolation_matrix(
         lo = coords.min(dim=0).values
         hi = coords.max(dim=0).values
         span = hi - lo + 1
-        order_keys, order = torch.sort(_keys(coords, lo, span))
+        order = torch.sort(_keys(coords, lo, span)).indices
         lb = torch.div(query[:, 1:], s, rounding_mode="floor") * s
-        frac = (query[:, 1:] - lb).to(torch.float32) / s.to(torch.float32)  # in [0, 1) per axis
-        # The corners depend on the query's cell only: look them up once per distinct cell.
         cell = torch.cat([query[:, :1], lb], dim=1)
-        cell_lo = cell.min(dim=0).values
-        cell_span = cell.max(dim=0).values - cell_lo + 1
-        distinct, inverse = torch.unique(_keys(cell, cell_lo, cell_span), return_inverse=True)
-        first = torch.empty(distinct.shape[0], dtype=torch.long, device=device)
-        first.scatter_(0, inverse, torch.arange(n, device=device))  # any query of each cell
-        cells = cell[first]
-        # Each distinct cell's 8 corners at once; z varies fastest, as in the keys, so corner j's key
-        # grows with j and each row's columns ascend.
-        corner = torch.tensor(list(itertools.product((0, 1), repeat=3)), device=device)  # (8, 3)
-        step = torch.cat([corner.new_zeros(8, 1), corner * s], dim=1)  # (8, 4): batch column 0
-        cand = (cells[:, None, :] + step).reshape(-1, 4)
-        inside = ((cand >= lo) & (cand <= hi)).all(dim=1)
-        keys = _keys(cand.clamp(lo, hi), lo, span)  # clipped into the box: outside ones masked below
-        idx = torch.searchsorted(order_keys, keys).clamp_max(order_keys.numel() - 1)
-        found = inside & (order_keys[idx] == keys)
-        cell_cols = torch.where(found, idx, -1).view(-1, 8)
-        w = torch.where(corner.bool(), frac[:, None, :], 1 - frac[:, None, :]).prod(dim=2)  # (n, 8)
-        col = cell_cols[inverse]
-        keep = (col >= 0) & (w > 0)
-        cols = torch.where(keep, col, -1)
-        weights = torch.where(keep, w, 0.0)
-    present = cols >= 0
-    col, val = cols[present], weights[present]  # row-major: rows ascending, columns ascending within
-    row = torch.arange(n, device=device)[:, None].expand(n, 8)[present]
+        cols = _corners_dense(coords, order, cell, s)
+        if cols is None:
+            cols = _corners_searched(coords, order, lo, hi, span, cell, s)
+        weights = _corner_weights(query[:, 1:] - lb, s)
+    present = (cols >= 0) & (weights > 0)
+    flat = present.view(-1).nonzero().squeeze(1)  # row-major: rows ascending, columns ascending within
+    col, val, row = cols.view(-1)[flat], weights.view(-1)[flat], torch.div(flat, 8, rounding_mode="floor")
     matrix = _csr(_crow(present.sum(dim=1)), col, val, (n, m))
     # entries come row-major, so a stable sort by column keeps the rows ascending within each column;
     # the columns sort as int32 where they fit (a stable int32 sort is about 1.6x faster on the CPU)

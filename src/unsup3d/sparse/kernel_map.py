@@ -3,7 +3,10 @@
 Each ``(batch, x, y, z)`` row is packed into one int64 key, row-major over a bounding box padded by a
 margin, so that the key of ``p + offset`` is ``key(p) + delta(offset)``. One sort of the input keys,
 then per kernel column ``(dx, dy)`` one `torch.searchsorted` of all output sites at once (the dz
-neighbours are the next sorted keys) give all pairs; no Python loop runs over points. A submanifold
+neighbours are the next sorted keys) give all pairs; no Python loop runs over points. Where the sites
+fill enough of their box (indoor scans), a dense table over the box in lattice cells of the stride
+(`unsup3d.sparse.grid_table`) answers each offset with one read instead, with the same pairs in the
+same order. A submanifold
 map searches half the columns (the pairs of ``-d`` are those of ``d`` swapped); a kernel-2 stride-2
 downsampling needs no search at all. Maps are cached on the tensor, keyed as torchsparse's (input
 stride, kernel size, conv stride, dilation), and a transposed convolution reads its downsampling's.
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from unsup3d.sparse.grid_table import build_table
 from unsup3d.sparse.tensor import SparseTensor, make_ntuple
 
 __all__ = [
@@ -213,14 +217,37 @@ def _lookup_columns(index: SortedCoords, queries: Tensor, rows: Tensor,
     return found
 
 
+def _lookup_dense(coords_in: Tensor, queries: Tensor, rows: Tensor, wanted: dict[int, tuple[int, int, int]],
+                  step: Sequence[int]) -> dict[int, tuple[Tensor, Tensor]] | None:
+    """`_lookup_columns`' pairs, in the same order, through a dense table of `coords_in` on the
+    lattice `step`; `queries` are the output sites' coordinates in the order of `rows`. None where no
+    table is built (too sparse, or a site or offset off the lattice)."""
+    if any(o % s for off in wanted.values() for o, s in zip(off, step)):
+        return None
+    reach = [max((abs(off[a]) // step[a] for off in wanted.values()), default=0) for a in range(3)]
+    rows_in = torch.arange(coords_in.shape[0], device=coords_in.device)
+    grid = build_table(coords_in, rows_in, step, box=[queries], pad=reach)
+    if grid is None:
+        return None
+    keys = grid.key(queries)
+    found: dict[int, tuple[Tensor, Tensor]] = {}
+    for k, off in wanted.items():
+        hits = torch.index_select(grid.table, 0, keys + grid.delta(off))
+        idx = (hits >= 0).nonzero().squeeze(1)
+        found[k] = (rows[idx], hits[idx].long())
+    return found
+
+
 def build_kernel_map(index: SortedCoords, coords_in: Tensor, coords_out: Tensor, offsets: Tensor,
-                     *, submanifold: bool = False) -> KernelMap:
+                     *, submanifold: bool = False, step: Sequence[int] | None = None) -> KernelMap:
     """Pairs of ``out site q`` and ``input site q + offsets[k]`` for every weight row `k`.
 
     `index` holds the sorted keys of `coords_in`; `offsets` `(K, 3)` are in coordinate units (already
     scaled by stride and dilation). With `submanifold` (the output sites are the input sites, in order)
     the zero offset is the identity and, when the offsets come in opposite pairs ``k, K-1-k``, only half
-    of the columns are searched: the pairs of ``-d`` are those of ``d`` swapped.
+    of the columns are searched: the pairs of ``-d`` are those of ``d`` swapped. With `step` (the
+    lattice of the sites: the input stride) the pairs are read from a dense table where it is small
+    enough (`unsup3d.sparse.grid_table`), else searched; the map is the same either way.
     """
     device = coords_out.device
     volume = offsets.shape[0]
@@ -241,7 +268,12 @@ def build_kernel_map(index: SortedCoords, coords_in: Tensor, coords_out: Tensor,
         wanted = {k: o for k, o in enumerate(offs) if (o[0], o[1]) < (0, 0) or (o[:2] == (0, 0) and o[2] < 0)}
     else:
         wanted = {k: o for k, o in enumerate(offs) if k != identity}
-    found = _lookup_columns(index, queries, rows, wanted)
+    found = None
+    if step is not None:
+        sites = coords_in if submanifold else coords_out
+        found = _lookup_dense(coords_in, sites.index_select(0, rows), rows, wanted, step)
+    if found is None:
+        found = _lookup_columns(index, queries, rows, wanted)
     if symmetric:
         for k in list(found):
             out_rows, in_rows = found[k]
@@ -308,7 +340,7 @@ def get_kernel_map(x: SparseTensor, kernel_size: Sequence[int], stride: Sequence
     reach = offsets.abs().amax(dim=0).tolist() if offsets.numel() else [0, 0, 0]
     if all(s == 1 for s in st):
         index = _index_for(x, reach)
-        kmap = build_kernel_map(index, x.coords, x.coords, offsets, submanifold=True)
+        kmap = build_kernel_map(index, x.coords, x.coords, offsets, submanifold=True, step=x.stride)
     else:
         out_stride = tuple(a * b for a, b in zip(x.stride, st))
         index = _index_for(x, [r + s for r, s in zip(reach, out_stride)])
@@ -320,7 +352,7 @@ def get_kernel_map(x: SparseTensor, kernel_size: Sequence[int], stride: Sequence
             kmap = KernelMap(part[0], part[1], part[2], x.coords.shape[0], coords_out.shape[0], -1,
                              x.coords, coords_out)
         else:
-            kmap = build_kernel_map(index, x.coords, coords_out, offsets)
+            kmap = build_kernel_map(index, x.coords, coords_out, offsets, step=x.stride)
     x._caches.kmaps[key] = kmap
     return kmap
 
@@ -354,6 +386,6 @@ def get_transposed_kernel_map(x: SparseTensor, kernel_size: Sequence[int], strid
     reach = offsets.abs().amax(dim=0).tolist()
     lo, hi, _ = _bounds(x.coords)
     index = sorted_coords(coords_fine, reach, query_box=(lo, hi))
-    kmap = build_kernel_map(index, coords_fine, x.coords, offsets)
+    kmap = build_kernel_map(index, coords_fine, x.coords, offsets, step=fine)
     x._caches.kmaps[key] = kmap
     return kmap, fine
