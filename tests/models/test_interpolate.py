@@ -12,7 +12,7 @@ import torch
 
 from benchmarks._interpolate_loop import trilinear_interpolate_loop
 from unsup3d.data.formats.semantic_kitti import read_scan
-from unsup3d.models.interpolate import trilinear_interpolate
+from unsup3d.models.interpolate import trilinear_interpolate, trilinear_interpolate_sum
 from unsup3d.sparse import grid_table, sparse_quantize
 
 
@@ -143,9 +143,9 @@ def test_weights_are_cached_per_stride_for_the_same_coordinates(monkeypatch: pyt
     import unsup3d.models.interpolate as interpolate
 
     built = []
-    real = interpolate.interpolation_matrix
+    real = interpolate.interpolation_matrices
     monkeypatch.setattr(
-        interpolate, "interpolation_matrix", lambda *a, **k: built.append(a[1]) or real(*a, **k)
+        interpolate, "interpolation_matrices", lambda *a, **k: built.append(*a[1]) or real(*a, **k)
     )
     query = torch.tensor([[0, 1, 1, 1], [0, 3, 0, 2]], dtype=torch.int32)
     coarse = torch.tensor([[0, 0, 0, 0], [0, 2, 0, 2], [0, 2, 2, 2]], dtype=torch.int32)
@@ -156,3 +156,38 @@ def test_weights_are_cached_per_stride_for_the_same_coordinates(monkeypatch: pyt
     assert built == [2] and torch.allclose(again, 2 * first)
     trilinear_interpolate(feats, coarse.clone(), 2, query, cache=cache)  # other coordinates: rebuilt
     assert built == [2, 2]
+
+
+def test_sum_of_levels_equals_each_level_against_the_loop() -> None:
+    g = torch.Generator().manual_seed(5)
+    query = torch.cat([torch.randint(0, 2, (400, 1), generator=g),
+                       torch.randint(-30, 30, (400, 3), generator=g)], dim=1)
+    coords, feats, strides = [], [], [2, 4, 8, 16]
+    for s in strides:
+        parents = torch.cat([query[:, :1], torch.div(query[:, 1:], s, rounding_mode="floor") * s], 1)
+        c = torch.unique(parents, dim=0)
+        c = c[torch.randperm(c.shape[0], generator=g)][: max(1, c.shape[0] - 3)]  # a few corners absent
+        coords.append(c.int())
+        feats.append(torch.randn(c.shape[0], 6, generator=g, dtype=torch.float64, requires_grad=True))
+    out = trilinear_interpolate_sum(feats, coords, strides, query.int())
+    ref = sum(_reference(f, c, s, query) for f, c, s in zip(feats, coords, strides))
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    # the gradient reaches every level as each level's own interpolation would send it
+    w = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    grads = torch.autograd.grad((out * w).sum(), feats)
+    for f, c, s, grad in zip(feats, coords, strides, grads):
+        (own,) = torch.autograd.grad((trilinear_interpolate(f, c, s, query.int()) * w).sum(), [f])
+        torch.testing.assert_close(grad, own, rtol=1e-10, atol=1e-10)
+
+
+def test_sum_of_levels_checks_its_inputs_and_skips_empty_levels() -> None:
+    query = torch.tensor([[0, 1, 1, 1], [0, 3, 0, 2]], dtype=torch.int32)
+    coarse = torch.tensor([[0, 0, 0, 0], [0, 2, 0, 2]], dtype=torch.int32)
+    feats = torch.randn(2, 3)
+    empty = torch.zeros(0, 4, dtype=torch.int32)
+    out = trilinear_interpolate_sum([feats, torch.zeros(0, 3)], [coarse, empty], [2, 4], query)
+    torch.testing.assert_close(out, trilinear_interpolate(feats, coarse, 2, query))
+    with pytest.raises(ValueError, match="channels differ"):
+        trilinear_interpolate_sum([feats, torch.randn(2, 4)], [coarse, coarse], [2, 2], query)
+    with pytest.raises(ValueError, match="feature sets"):
+        trilinear_interpolate_sum([feats], [coarse, coarse], [2, 2], query)

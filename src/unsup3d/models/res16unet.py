@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from unsup3d.models.blocks import BasicBlock, to_points
-from unsup3d.models.interpolate import trilinear_interpolate
+from unsup3d.models.interpolate import trilinear_interpolate_sum
 from unsup3d.sparse import SparseTensor
 from unsup3d.sparse import nn as spnn
 
@@ -108,10 +108,13 @@ class Res16UNet(nn.Module):
         if tuple(x.s) != (1, 1, 1):
             raise ValueError(f"Res16UNet: expected an input at stride 1, got stride {tuple(x.s)}")
         y = self.relu(self.bn0(self.conv0p1s1(x)))
-        out = x.F.new_zeros(x.F.shape[0], self.out_channels)
+        laterals, coords, strides = [], [], []
         for i in range(1, 5):
             y = getattr(self, f"conv{i}p{2 ** (i - 1)}s2")(y)
             y = getattr(self, f"block{i}")(self.relu(getattr(self, f"bn{i}")(y)))
-            lateral = getattr(self, f"delayer{5 - i}")
-            out = out + trilinear_interpolate(lateral(y.F), y.C, y.s, x.C, cache=x._caches.interpolations)
+            laterals.append(getattr(self, f"delayer{5 - i}")(y.F))
+            coords.append(y.C)
+            strides.append(y.s)
+        # every level interpolated at the input voxels and summed, as one sparse product
+        out = trilinear_interpolate_sum(laterals, coords, strides, x.C, cache=x._caches.interpolations)
         return to_points(out, inverse_map)
