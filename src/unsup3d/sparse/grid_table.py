@@ -4,8 +4,10 @@ Kernel maps and interpolation weights ask, for many sites, "which row of this co
 here?". Sorted keys answer with a binary search (`torch.searchsorted`, ``O(log N)`` scattered reads a
 query). Where the sites fill enough of their bounding box, as indoor scans do at the voxel sizes used
 here, one table over the box, in lattice cells of the tensor's stride, answers with one read: build
-it (a fill and a scatter), then ``table[key(site) + delta(offset)]`` for every offset. On the
-quickstart's batches this builds Res16UNet's kernel maps about 2x faster than the searches.
+it (a fill and a scatter), then ``table[key(site) + delta(offset)]`` for every offset.
+`benchmarks/site_lookup.py`, two synthetic rooms at 5 cm (78k voxels), one thread: the stem's 5x5x5
+kernel map 224 -> 81 ms, the 3x3x3 maps at strides 1-16 1.7-5.2x faster, all the maps and
+interpolation weights of one Res16UNet forward 519 -> 287 ms.
 
 A table is built only where it stays small: at most ``DENSE_TABLE_RATIO`` cells per site (the sites
 stored and the sites to be looked up together) and ``DENSE_TABLE_MAX`` cells in all, and only when
