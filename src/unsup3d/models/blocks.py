@@ -31,7 +31,7 @@ def to_points(feats: Tensor, inverse_map: Tensor | None) -> Tensor:
             f"inverse_map indexes voxels {int(inverse_map.min())}..{int(inverse_map.max())} "
             f"but there are {feats.shape[0]} voxels"
         )
-    return feats[inverse_map]
+    return feats.index_select(0, inverse_map)  # its backward (index_add_) is ~2x faster than indexing's
 
 
 class ConvBlock(nn.Module):
