@@ -92,10 +92,16 @@ def recipe_weights() -> dict[str, float]:
     return dict(cfg["model"]["init_args"]["descriptor_weights"])
 
 
+def data_module(root: Path, voxel_size: float, descriptors: dict | None = None) -> SceneFolderDataModule:
+    """The scene folders under `root` with super-voxels, regions and descriptors (settings
+    `descriptors`, None: the defaults), as every row reads them."""
+    return SceneFolderDataModule(root=str(root), voxel_size=voxel_size, descriptors=descriptors or True)
+
+
 def prepare(root: Path, voxel_size: float, descriptors: dict | None = None) -> SceneFolderDataModule:
-    """Super-voxels and descriptors (settings ``descriptors``, None: the defaults) for every scene
-    (cached in the scene folders)."""
-    dm = SceneFolderDataModule(root=str(root), voxel_size=voxel_size, descriptors=descriptors or True)
+    """`data_module` with its super-voxels and descriptors computed for every scene (cached in the scene
+    folders)."""
+    dm = data_module(root, voxel_size, descriptors)
     dm.prepare_data()
     return dm
 
@@ -282,9 +288,7 @@ def _job(row: str, seed: int, args: argparse.Namespace, k: int) -> dict:
     """One (row, seed) in its own process: torch on one thread (the sparse convolution's best on a CPU)."""
     if not torch.cuda.is_available():
         torch.set_num_threads(1)
-    dm = SceneFolderDataModule(
-        root=str(args.root), voxel_size=args.voxel_size, descriptors=args.descriptors or True
-    )
+    dm = data_module(args.root, args.voxel_size, args.descriptors)  # prepared by main, before the jobs
     t0 = time.perf_counter()
     miou, acc = run_row(row, args.root, dm, args, seed, k)
     return {
