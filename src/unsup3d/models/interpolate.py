@@ -208,9 +208,10 @@ def _assemble(levels: list[tuple[Tensor, Tensor, Tensor]], n: int, device: torch
     total = int(crow[-1])
     col_all = torch.empty(total, dtype=torch.long, device=device)
     val_all = torch.empty(total, dtype=torch.float32, device=device)
-    t_crow, t_col, t_val = [torch.zeros(1, dtype=torch.long, device=device)], [], []
+    t_crow, t_col, t_val, orders = [torch.zeros(1, dtype=torch.long, device=device)], [], [], []
     base = entries = 0
-    for level, (size, (row, col, val, count)) in enumerate(zip(sizes, parts)):
+    for level, (size, (order, _, _), (row, col, val, count)) in enumerate(zip(sizes, levels, parts)):
+        orders.append(order + base)
         shift = crow[:-1] + before[level] - _crow(count)[:-1]
         dest = shift.index_select(0, row) + torch.arange(row.shape[0], device=device)
         col_all.index_copy_(0, dest, col + base)
@@ -223,16 +224,7 @@ def _assemble(levels: list[tuple[Tensor, Tensor, Tensor]], n: int, device: torch
         base += size
     matrix = _csr(crow, col_all, val_all, (n, m))
     transpose = _csr(torch.cat(t_crow), torch.cat(t_col), torch.cat(t_val), (m, n))
-    orders = [order + offset for (order, _, _), offset in zip(levels, _offsets(sizes))]
     return Interpolation(matrix, transpose, torch.cat(orders).to(device))
-
-
-def _offsets(sizes: list[int]) -> list[int]:
-    out, base = [], 0
-    for size in sizes:
-        out.append(base)
-        base += size
-    return out
 
 
 def interpolation_matrix(
