@@ -61,6 +61,8 @@ class GridTable:
 
 
 def _on_lattice(coords: Tensor, step: Tensor) -> bool:
+    if bool((step == 1).all()):  # every integer site is on the unit lattice
+        return True
     return bool((torch.remainder(coords[:, 1:], step) == 0).all())
 
 
@@ -80,8 +82,6 @@ def build_table(
     device = sites.device
     step_t = torch.tensor(list(step), dtype=torch.long, device=device)
     everything = [sites, *box]
-    if not all(_on_lattice(c, step_t) for c in everything if c.shape[0]):
-        return None
     lo = torch.stack([c.amin(dim=0) for c in everything if c.shape[0]]).amin(dim=0).long()
     hi = torch.stack([c.amax(dim=0) for c in everything if c.shape[0]]).amax(dim=0).long()
     lo[1:] = torch.div(lo[1:], step_t, rounding_mode="floor")
@@ -92,6 +92,9 @@ def build_table(
     cells = extent[0] * extent[1] * extent[2] * extent[3]
     looked_up = sum(c.shape[0] for c in everything)
     if cells > min(DENSE_TABLE_MAX, DENSE_TABLE_RATIO * looked_up):
+        return None
+    # checked after the size, so that a sparse set (a LiDAR frame) is refused without this pass
+    if not all(_on_lattice(c, step_t) for c in everything if c.shape[0]):
         return None
     dtype = torch.int32 if values.numel() == 0 or int(values.max()) < 2**31 else torch.long
     grid = GridTable(tuple(int(s) for s in step), tuple(origin), tuple(extent),
