@@ -217,19 +217,19 @@ def _lookup_columns(index: SortedCoords, queries: Tensor, rows: Tensor,
     return found
 
 
-def _lookup_dense(coords_in: Tensor, queries: Tensor, rows: Tensor, wanted: dict[int, tuple[int, int, int]],
-                  step: Sequence[int]) -> dict[int, tuple[Tensor, Tensor]] | None:
+def _lookup_dense(coords_in: Tensor, coords_out: Tensor, rows: Tensor,
+                  wanted: dict[int, tuple[int, int, int]], step: Sequence[int]) -> dict[int, tuple[Tensor, Tensor]] | None:
     """`_lookup_columns`' pairs, in the same order, through a dense table of `coords_in` on the
-    lattice `step`; `queries` are the output sites' coordinates in the order of `rows`. None where no
-    table is built (too sparse, or a site or offset off the lattice)."""
+    lattice `step`; the output sites are looked up in the order of `rows`. None where no table is built
+    (too sparse, or a site or offset off the lattice)."""
     if any(o % s for off in wanted.values() for o, s in zip(off, step)):
         return None
     reach = [max((abs(off[a]) // step[a] for off in wanted.values()), default=0) for a in range(3)]
     rows_in = torch.arange(coords_in.shape[0], device=coords_in.device)
-    grid = build_table(coords_in, rows_in, step, box=[queries], pad=reach)
+    grid = build_table(coords_in, rows_in, step, box=[coords_out], pad=reach)
     if grid is None:
         return None
-    keys = grid.key(queries)
+    keys = grid.key(coords_out.index_select(0, rows))
     found: dict[int, tuple[Tensor, Tensor]] = {}
     for k, off in wanted.items():
         hits = torch.index_select(grid.table, 0, keys + grid.delta(off))
@@ -270,8 +270,7 @@ def build_kernel_map(index: SortedCoords, coords_in: Tensor, coords_out: Tensor,
         wanted = {k: o for k, o in enumerate(offs) if k != identity}
     found = None
     if step is not None:
-        sites = coords_in if submanifold else coords_out
-        found = _lookup_dense(coords_in, sites.index_select(0, rows), rows, wanted, step)
+        found = _lookup_dense(coords_in, coords_in if submanifold else coords_out, rows, wanted, step)
     if found is None:
         found = _lookup_columns(index, queries, rows, wanted)
     if symmetric:
