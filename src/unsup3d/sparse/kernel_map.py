@@ -217,8 +217,10 @@ def _lookup_columns(index: SortedCoords, queries: Tensor, rows: Tensor,
     return found
 
 
-def _lookup_dense(coords_in: Tensor, coords_out: Tensor, rows: Tensor,
-                  wanted: dict[int, tuple[int, int, int]], step: Sequence[int]) -> dict[int, tuple[Tensor, Tensor]] | None:
+def _lookup_dense(
+    coords_in: Tensor, coords_out: Tensor, rows: Tensor, wanted: dict[int, tuple[int, int, int]],
+    step: Sequence[int],
+) -> dict[int, tuple[Tensor, Tensor]] | None:
     """`_lookup_columns`' pairs, in the same order, through a dense table of `coords_in` on the
     lattice `step`; the output sites are looked up in the order of `rows`. None where no table is built
     (too sparse, or a site or offset off the lattice)."""
