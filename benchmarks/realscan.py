@@ -38,7 +38,9 @@ before matching (:func:`unsup3d.training.evaluation.merge_clusters`).
 
 A root whose scenes are all in ``train/`` (``unsup3d import`` without ``--val-fraction``) is split
 here: every ``--val-every``-th scene by name (the 3rd, 6th, ...) is held out as val, through a view of
-symlinks under ``--work`` (the scene folders themselves stay where they are and get the caches).
+symlinks under ``--work`` (the scene folders themselves stay where they are and get the caches). A root
+that cannot be written (a read-only mount) is read through a view of symlinked files under ``--work``,
+where the caches go instead.
 
 Prints mean (std) mIoU / accuracy (%) over the seeds; ``--json PATH`` writes one object per line per
 row and seed (``row``, ``seed``, ``miou``, ``acc`` as fractions, with the settings and seconds), and
@@ -53,6 +55,7 @@ import multiprocessing
 import os
 import shutil
 import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -131,6 +134,38 @@ def count_classes(dm: SceneFolderDataModule) -> int:
         )
         return max(below) + 1
     return max(ids) + 1
+
+
+def can_write(folder: Path) -> bool:
+    """Whether a file can be created in ``folder`` (tried: permissions say nothing of a read-only mount,
+    nor of root's rights)."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".realscan-probe-"):
+            return True
+    except OSError:
+        return False
+
+
+def writable_view(root: Path, work: Path) -> Path:
+    """``root`` itself where it and its scene folders can be written (the super-voxels, regions and
+    descriptors are cached in them); else (a read-only mount, say) a view under ``work`` that mirrors
+    ``root``'s ``train/`` and ``val/``: a folder per scene holding symlinks to its files, where the
+    caches are written instead (a cache is written by an atomic replace, so a symlinked file the view
+    writes again becomes the view's own and the original stays as it is)."""
+    scenes = {split: list_scenes(root, split) for split in ("train", "val")}
+    if all(can_write(d) for d in [root, *scenes["train"], *scenes["val"]]):
+        return root
+    view = work / "writable_view"
+    shutil.rmtree(view, ignore_errors=True)
+    for split, dirs in scenes.items():
+        for scene in dirs:
+            (view / split / scene.name).mkdir(parents=True)
+            for f in scene.iterdir():
+                if f.is_file():
+                    (view / split / scene.name / f.name).symlink_to(f.resolve())
+    n = sum(map(len, scenes.values()))
+    print(f"{root}: not writable; its {n} scenes are read through symlinks under {view}, where the caches go")
+    return view
 
 
 def held_out_view(root: Path, work: Path, every: int) -> Path:
@@ -363,7 +398,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[tuple[float, float]]]:
     rows = args.rows or [r for r in ROWS if r != "teacher" or args.teacher]
     if "teacher" in rows and not args.teacher:
         p.error("the teacher row needs --teacher NAME|PATH")
-    args.root = held_out_view(args.root, args.work, args.val_every)
+    args.root = held_out_view(writable_view(args.root, args.work), args.work, args.val_every)
     dm = prepare(args.root, args.voxel_size, args.descriptors)
     k = args.num_classes or count_classes(dm)
     n_train, n_val = len(dm.scene_dirs("train")), len(dm.scene_dirs("val"))

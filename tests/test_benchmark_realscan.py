@@ -258,3 +258,43 @@ def test_class_count_leaves_out_an_ignore_id(tmp_path: Path, capsys) -> None:
         np.save(tmp_path / split / "s" / "segment.npy", np.array([255, 256]))
     assert realscan.count_classes(Scenes()) == 257
     assert "ignore" not in capsys.readouterr().out
+
+
+def test_read_only_root_is_read_through_a_view(rooms: Path, tmp_path: Path, monkeypatch) -> None:
+    """A root that cannot be written (a read-only mount; simulated, since root may write anywhere):
+    its scenes are read through symlinked files under --work and the caches are written there, the
+    root untouched; with all scenes in train/, the held-out split is made on that view."""
+    import benchmarks._common
+
+    monkeypatch.setattr(benchmarks._common, "RESULTS", tmp_path / "results")
+    src = tmp_path / "mounted"
+    for split in ("train", "val"):
+        for scene in (rooms / split).iterdir():
+            shutil.copytree(scene, src / "train" / f"{split}_{scene.name}", ignore=shutil.ignore_patterns(
+                "superpoint*", "region*", "descriptor*", ".*"))  # fmt: skip
+    before = {p: p.read_bytes() for p in src.rglob("*") if p.is_file()}
+    real_can_write = realscan.can_write
+    monkeypatch.setattr(realscan, "can_write", lambda d: src not in [d, *d.parents] and real_can_write(d))
+    work = tmp_path / "work"
+    args = ["--root", str(src), "--seeds", "1", "--rows", "kmeans-regions", "--work", str(work)]
+    results = realscan.main(args)
+    assert {p: p.read_bytes() for p in src.rglob("*") if p.is_file()} == before  # nothing written
+    view = work / "writable_view" / "train"
+    names = sorted(p.name for p in view.iterdir())
+    assert names == sorted(p.name for p in (src / "train").iterdir())
+    scene = view / names[0]
+    assert (scene / "coord.npy").is_symlink() and (
+        scene / "coord.npy"
+    ).resolve().parent == src / "train" / names[0]
+    assert (scene / "region.npy").is_file() and not (scene / "region.npy").is_symlink()
+    held_out = work / "split_view" / "val" / names[2]
+    assert held_out.resolve() == scene.parent.joinpath(names[2]).resolve()
+    assert 0 < results["kmeans-regions"][0][0] <= results["kmeans-regions"][0][1] <= 1
+    assert realscan.writable_view(rooms, work) == rooms  # a writable root is used as it is
+
+
+def test_can_write_tries_a_file(tmp_path: Path) -> None:
+    assert realscan.can_write(tmp_path)
+    assert not realscan.can_write(tmp_path / "missing")
+    (tmp_path / "a_file").write_text("")
+    assert not realscan.can_write(tmp_path / "a_file")
