@@ -31,7 +31,17 @@ The 2D teacher (``--teacher``):
 - ``oracle``: a DIAGNOSTIC, not the method: the lifted targets of the training and validation rooms
   are replaced by noisy embeddings of the ground-truth classes (``benchmarks/_oracle_teacher.py``),
   which shows what the 3D side (distillation, clustering, SVC) makes of a teacher that does carry the
-  classes (and row 2, what K-means makes of those targets where the views saw the points).
+  classes (and row 2, what K-means makes of those targets where the views saw the points);
+- ``geometric``: no 2D teacher, the teacher-free path the quickstart runs where no 2D weights are found
+  (``experiments/quickstart/pointdc_geometric_{cmd,svc}.yaml``): CMD distils the hand-made
+  descriptors (:mod:`unsup3d.pointdc.geometric`), and SVC clusters the joint feature
+  ``[network, descriptors]`` and scores points in it. Its rows: random clustering and CMD are the
+  network's features alone (no descriptors: what the network learnt), row 2 is K-means of the
+  teacher's targets with no network (Euclidean, of the group-weighted descriptors pooled over SVC's
+  units, the grown regions unless ``--units`` says otherwise: the same units as every other row),
+  and the SVC rows are the recipe's, evaluated in the joint space. The random and CMD rows also carry
+  ``joint_miou`` / ``joint_acc``: the same network evaluated in the joint space with no SVC training,
+  which tells SVC's training from the descriptors it clusters beside the network.
 
 Each teacher prepares its data under its own root (``data/benchmarks/pointdc_ablation/<teacher>``).
 
@@ -41,11 +51,13 @@ row but multi-view (the untrained one, CMD's, each SVC row's after training) is 
 draws (K-means of the training units with seeds ``DRAW_SEED + r``, the same for every row; each
 validation point in its nearest centroid, as the CMD row), reported as ``draws_miou`` / ``draws_acc``
 (the mean over draws) beside the row's own number. It tells what a stage did to the features from what
-its last draw happened to give.
+its last draw happened to give. With the geometric teacher the draws score every row's network in the
+joint space (beside the descriptors), as its SVC rows are scored.
 
     python benchmarks/pointdc_ablation.py --seeds 3 --json results.jsonl
     python benchmarks/pointdc_ablation.py --seeds 3 --teacher ./dino-vits8
     python benchmarks/pointdc_ablation.py --seeds 3 --teacher oracle
+    python benchmarks/pointdc_ablation.py --seeds 3 --teacher geometric
 """
 
 from __future__ import annotations
@@ -71,6 +83,7 @@ from benchmarks._oracle_teacher import write_oracle_targets  # noqa: E402
 from unsup3d.cli import preprocess  # noqa: E402
 from unsup3d.clustering import kmeans  # noqa: E402
 from unsup3d.metrics import HungarianMIoU  # noqa: E402
+from unsup3d.pointdc.clustering_pass import descriptor_scale  # noqa: E402
 from unsup3d.pointdc.feature_pass import SEEN_KEY, TARGET_KEY  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -82,6 +95,8 @@ QUICK = REPO / "experiments" / "quickstart"
 CMD_EPOCHS = 80
 
 MULTI_VIEW = "multi-view clustering"
+#: the teacher-free path as Table 4's teacher: the descriptors instead of a 2D model's features
+GEOMETRIC = "geometric"
 #: the first K-means seed of ``--kmeans-draws`` (apart from the seeds training uses: 0-2 and epochs)
 DRAW_SEED = 100
 #: the feature pass lifts targets onto the validation rooms too: the multi-view row clusters them
@@ -97,11 +112,22 @@ ROWS = [
 ]
 
 
+def recipes(teacher: str) -> tuple[Path, Path]:
+    """The quickstart recipes (CMD, SVC) that ``teacher``'s rows run: the teacher-free pair for
+    ``geometric``, else the 2D pair."""
+    if teacher == GEOMETRIC:
+        return QUICK / "pointdc_geometric_cmd.yaml", QUICK / "pointdc_geometric_svc.yaml"
+    return QUICK / "pointdc_cmd.yaml", QUICK / "pointdc_svc.yaml"
+
+
 def teacher_args(teacher: str, data_root: Path) -> tuple[list[str], list[str]]:
     """Arguments for (CMD, SVC) that put the runs of ``teacher`` on ``data_root`` and, for a named
     teacher, make the feature pass use it with no random fallback. CMD's feature pass lifts targets
-    onto the training and validation rooms (the multi-view row clusters the validation rooms' too)."""
+    onto the training and validation rooms (the multi-view row clusters the validation rooms' too);
+    the geometric teacher has no feature pass (its descriptors are written for every split)."""
     common = ["--data.init_args.data_root", str(data_root)]
+    if teacher == GEOMETRIC:
+        return common, common
     if teacher in ("recipe", "oracle"):
         return [*common, *TARGET_SPLITS], common
     named = [
@@ -111,19 +137,22 @@ def teacher_args(teacher: str, data_root: Path) -> tuple[list[str], list[str]]:
     return [*common, *named, *TARGET_SPLITS], common
 
 
-def cmd_checkpoint(store: Path | None, tag: str, seed: int, cmd_args: list[str]) -> tuple[str, object]:
-    """CMD's checkpoint for ``seed`` and its data module: trained with ``cmd_args``, or, with a
-    ``store`` that holds ``<tag>-seed<k>-<epochs>ep.ckpt`` (``tag``: the teacher's, as its data root's)
-    from an earlier run, that one (its data module prepared, not trained); a newly trained checkpoint
-    is copied into ``store``."""
+def cmd_checkpoint(
+    store: Path | None, tag: str, seed: int, cmd_args: list[str], recipe: Path | None = None
+) -> tuple[str, object]:
+    """CMD's checkpoint for ``seed`` and its data module: trained with ``cmd_args`` by the CMD
+    ``recipe`` (default: the 2D one), or, with a ``store`` that holds ``<tag>-seed<k>-<epochs>ep.ckpt``
+    (``tag``: the teacher's, as its data root's) from an earlier run, that one (its data module
+    prepared, not trained); a newly trained checkpoint is copied into ``store``."""
+    recipe = recipe or QUICK / "pointdc_cmd.yaml"
     epochs = cmd_args[cmd_args.index("--trainer.max_epochs") + 1]
     kept = None if store is None else store / f"{tag}-seed{seed}-{epochs}ep.ckpt"
     if kept is not None and kept.is_file():
         print(f"CMD, seed {seed}: reusing {kept}", flush=True)
         pairs = zip(cmd_args[::2], cmd_args[1::2], strict=True)
         data = [x for key, value in pairs if key.startswith("--data") for x in (key, value)]
-        return str(kept), preprocess(["--config", str(QUICK / "pointdc_cmd.yaml"), *data])
-    cmd = run_cli("fit", QUICK / "pointdc_cmd.yaml", cmd_args)
+        return str(kept), preprocess(["--config", str(recipe), *data])
+    cmd = run_cli("fit", recipe, cmd_args)
     ckpt = cmd.trainer.checkpoint_callback.last_model_path
     if kept is not None:
         kept.parent.mkdir(parents=True, exist_ok=True)
@@ -144,14 +173,19 @@ def room_args(val_rooms: int | None) -> list[str]:
     return ["--data.init_args.num_scenes", str(train + val_rooms), "--data.init_args.num_val", str(val_rooms)]
 
 
-def recipe_data() -> dict:
-    """The SVC recipe's data module arguments."""
-    return yaml.safe_load((QUICK / "pointdc_svc.yaml").read_text())["data"]["init_args"]
+def recipe_data(svc: Path | None = None) -> dict:
+    """The SVC recipe's (default: the 2D one's) data module arguments."""
+    return yaml.safe_load((svc or QUICK / "pointdc_svc.yaml").read_text())["data"]["init_args"]
 
 
-def recipe_units() -> str:
+def recipe_units(svc: Path | None = None) -> str:
     """The units (``superpoint`` or ``region``) the SVC recipe's data module pools over."""
-    return recipe_data().get("units", "superpoint")
+    return recipe_data(svc).get("units", "superpoint")
+
+
+#: the geometric teacher's random and CMD rows: K-means of the network's features alone (Eq. 8 as
+#: written) and evaluation by them, the descriptors left out
+NETWORK_ONLY = ["--model.init_args.descriptor_weights", "null", "--model.init_args.eval_descriptors", "false"]
 
 
 def prepare_oracle(cmd_args: list[str]) -> None:
@@ -165,10 +199,12 @@ def prepare_oracle(cmd_args: list[str]) -> None:
 
 
 def kmeans_draws(
-    backbone: torch.nn.Module, svc_args: list[str], draws: int, work: Path
+    backbone: torch.nn.Module, svc_args: list[str], draws: int, work: Path, recipe: Path | None = None
 ) -> list[tuple[float, float]]:
-    """mIoU / accuracy of ``draws`` K-means draws on ``backbone``'s features: the SVC recipe's
-    validation of a network with no clustering yet (as the CMD row), with seeds ``DRAW_SEED + r``."""
+    """mIoU / accuracy of ``draws`` K-means draws on ``backbone``'s features: the SVC ``recipe``'s
+    (default: the 2D one) validation of a network with no clustering yet (as the CMD row), with seeds
+    ``DRAW_SEED + r``."""
+    recipe = recipe or QUICK / "pointdc_svc.yaml"
     work.mkdir(parents=True, exist_ok=True)
     ckpt = work / "draws-backbone.ckpt"
     torch.save({"state_dict": {f"backbone.{k}": v for k, v in backbone.state_dict().items()}}, ckpt)
@@ -176,7 +212,7 @@ def kmeans_draws(
     for r in range(draws):
         args = [*svc_args, "--model.init_args.init_checkpoint", str(ckpt),
                 "--model.init_args.seed", str(DRAW_SEED + r)]  # fmt: skip
-        out.append(val_metrics(run_cli("validate", QUICK / "pointdc_svc.yaml", args)))
+        out.append(val_metrics(run_cli("validate", recipe, args)))
     ckpt.unlink()
     return out
 
@@ -228,26 +264,56 @@ def unseen_unmatched(seen_result: dict, unseen_counts: torch.Tensor) -> tuple[fl
     return float((tp[present] / union[present]).mean()), float(tp.sum() / actual.sum())
 
 
+def _unit_inputs(
+    d: Path, target_key: str, seen_key: str | None, unit_key: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    target = _load(d, target_key)
+    seen = np.ones(len(target), dtype=bool) if seen_key is None else _load(d, seen_key)
+    return target, seen, _load(d, unit_key)
+
+
 def multiview_clustering(
-    train_dirs: Sequence[Path], val_dirs: Sequence[Path], num_classes: int, *, niter: int, seed: int
+    train_dirs: Sequence[Path],
+    val_dirs: Sequence[Path],
+    num_classes: int,
+    *,
+    niter: int,
+    seed: int,
+    target_key: str = TARGET_KEY,
+    seen_key: str | None = SEEN_KEY,
+    scale: torch.Tensor | None = None,
+    unit_key: str = "superpoint",
 ) -> dict[str, float]:
     """Table 4's *multi-view clustering*: spherical K-means (``num_classes`` clusters, ``seed``) of the
     training rooms' units with a seen point (:func:`unit_features`); each validation unit with a seen
     point takes its nearest centroid by cosine, and its labelled points enter the Hungarian metric;
     units no view saw count as unmatched (:func:`unseen_unmatched`). Returns ``miou`` / ``acc`` (all
     labelled validation points), ``miou_seen`` / ``acc_seen`` (the seen units' points alone) and
-    ``seen_points`` (their fraction)."""
+    ``seen_points`` (their fraction).
+
+    The geometric teacher's row: ``target_key="descriptor"``, ``seen_key=None`` (every point has its
+    descriptors) and ``scale`` (per-column weights, :func:`descriptor_scale`): Euclidean K-means of
+    the weighted unit means and the nearest centroid by distance, as SVC's joint clustering treats the
+    descriptors; ``unit_key="region"`` pools over the grown regions (``region.npy``) instead of the
+    super-voxels."""
     feats = []
     for d in train_dirs:
-        means, has, _ = unit_features(_load(d, TARGET_KEY), _load(d, SEEN_KEY), _load(d, "superpoint"))
+        means, has, _ = unit_features(*_unit_inputs(d, target_key, seen_key, unit_key))
         feats.append(means[has])
-    centroids = kmeans(torch.cat(feats), num_classes, niter=niter, spherical=True, seed=seed).centroids
-    centroids = F.normalize(centroids.float(), dim=1)
+    x = torch.cat(feats)
+    if scale is not None:
+        centroids = kmeans(x * scale, num_classes, niter=niter, seed=seed).centroids.float()
+    else:
+        centroids = kmeans(x, num_classes, niter=niter, spherical=True, seed=seed).centroids
+        centroids = F.normalize(centroids.float(), dim=1)
     metric = HungarianMIoU(num_classes)
     unseen = torch.zeros(num_classes, dtype=torch.int64)
     for d in val_dirs:
-        means, has, unit = unit_features(_load(d, TARGET_KEY), _load(d, SEEN_KEY), _load(d, "superpoint"))
-        cluster = (F.normalize(means, dim=1) @ centroids.T).argmax(1)
+        means, has, unit = unit_features(*_unit_inputs(d, target_key, seen_key, unit_key))
+        if scale is not None:
+            cluster = torch.cdist(means * scale, centroids).argmin(1)
+        else:
+            cluster = (F.normalize(means, dim=1) @ centroids.T).argmax(1)
         segment = torch.from_numpy(_load(d, "segment").astype(np.int64))
         unit_t = torch.from_numpy(unit)
         point_seen = has[unit_t]
@@ -277,7 +343,9 @@ def main() -> None:
         help=f"CMD epochs (default {CMD_EPOCHS}; the quickstart's: 20)",
     )
     p.add_argument("--svc-epochs", type=int, default=None, help="override the quickstart SVC epochs")
-    p.add_argument("--teacher", default="recipe", help="recipe, oracle, or a teacher's name / local folder")
+    p.add_argument(
+        "--teacher", default="recipe", help="recipe, oracle, geometric, or a teacher's name / local folder"
+    )
     p.add_argument(
         "--data-root", type=Path, default=None, help="default: data/benchmarks/pointdc_ablation/<teacher>"
     )
@@ -324,10 +392,13 @@ def main() -> None:
     if args.teacher == "oracle":
         prepare_oracle(cmd_teacher)
 
-    units = args.units if args.units != "recipe" else recipe_units()
+    cmd_recipe, svc_recipe = recipes(args.teacher)
+    geometric = args.teacher == GEOMETRIC
+    units = args.units if args.units != "recipe" else recipe_units(svc_recipe)
     results: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in ROWS}
     extras: dict[str, dict] = {}  # the multi-view row's coverage, per seed
     draws: dict[str, list[tuple[float, float]]] = {}  # --kmeans-draws: per row, each seed's mean
+    joints: dict[str, list[tuple[float, float]]] = {}  # geometric: random / CMD in the joint space
     nets: dict[str, torch.nn.Module] = {}
     for seed in range(args.seeds):
         common = ["--seed_everything", str(seed), "--trainer.enable_progress_bar", "false"]
@@ -340,32 +411,43 @@ def main() -> None:
             svc_common += ["--trainer.max_epochs", str(args.svc_epochs),
                            "--trainer.check_val_every_n_epoch", str(args.svc_epochs)]  # fmt: skip
         t0 = time.perf_counter()
-        random_row = run_cli(
-            "validate", QUICK / "pointdc_svc.yaml", [*svc_common, "--model.init_args.init_checkpoint", "null"]
-        )
+        untrained = [*svc_common, "--model.init_args.init_checkpoint", "null"]
+        random_row = run_cli("validate", svc_recipe, untrained + (NETWORK_ONLY if geometric else []))
         results["random clustering"].append(val_metrics(random_row))
         nets["random clustering"] = random_row.model.backbone
-        ckpt, cmd_dm = cmd_checkpoint(args.cmd_checkpoints, tag, seed, cmd_args)
+        ckpt, cmd_dm = cmd_checkpoint(args.cmd_checkpoints, tag, seed, cmd_args, cmd_recipe)
         svc_hp = random_row.model.hparams  # K and the K-means iterations of the SVC recipe's evaluation
+        if geometric:  # row 2: the teacher's targets (the descriptors), weighted as SVC joins them
+            weights = yaml.safe_load(svc_recipe.read_text())["model"]["init_args"]["descriptor_weights"]
+            targets = {"target_key": "descriptor", "seen_key": None, "scale": descriptor_scale(weights),
+                       "unit_key": units}  # fmt: skip
+        else:
+            targets = {}
         mv = multiview_clustering(
             cmd_dm.scene_dirs("train"), cmd_dm.scene_dirs("val"), svc_hp.num_classes,
-            niter=svc_hp.kmeans_iters, seed=seed,
+            niter=svc_hp.kmeans_iters, seed=seed, **targets,
         )  # fmt: skip
         results[MULTI_VIEW].append((mv.pop("miou"), mv.pop("acc")))
         extras[MULTI_VIEW] = {**mv, "unseen_superpoints": "unmatched"}
         with_cmd = [*svc_common, "--model.init_args.init_checkpoint", ckpt]
-        cmd_row = run_cli("validate", QUICK / "pointdc_svc.yaml", with_cmd)
+        cmd_row = run_cli("validate", svc_recipe, with_cmd + (NETWORK_ONLY if geometric else []))
         results["CMD"].append(val_metrics(cmd_row))
         nets["CMD"] = cmd_row.model.backbone
+        if geometric:  # the same networks in the joint space, no SVC training: what the training adds
+            for name, start in (("random clustering", untrained), ("CMD", with_cmd)):
+                joint = val_metrics(run_cli("validate", svc_recipe, start))
+                joints.setdefault(name, []).append(joint)
+                extras.setdefault(name, {}).update(joint_miou=joint[0], joint_acc=joint[1])
         for name, switches in ROWS[3:]:  # the SVC rows
             extra = [a for k, v in switches.items() for a in (f"--model.init_args.{k}", v)]
-            svc_row = run_cli("fit", QUICK / "pointdc_svc.yaml", [*with_cmd, *extra])
+            svc_row = run_cli("fit", svc_recipe, [*with_cmd, *extra])
             results[name].append(val_metrics(svc_row))
             nets[name] = svc_row.model.backbone
         del cmd_dm
         if args.kmeans_draws > 0:
             for name, net in nets.items():
-                got = np.array(kmeans_draws(net, svc_common, args.kmeans_draws, data_root / "draws"))
+                got = kmeans_draws(net, svc_common, args.kmeans_draws, data_root / "draws", svc_recipe)
+                got = np.array(got)
                 draws.setdefault(name, []).append(tuple(got.mean(0)))
                 extras.setdefault(name, {}).update(
                     draws_miou=float(got[:, 0].mean()), draws_acc=float(got[:, 1].mean()),
@@ -393,7 +475,13 @@ def main() -> None:
             d = np.array(draws[name])[:, 0] * 100
             line += f" {d.mean():13.2f} ({d.std():4.2f})"
         print(line)
-    if MULTI_VIEW in extras:
+    if geometric:
+        for name in ("random clustering", "CMD"):
+            j = np.array(joints[name]) * 100
+            print(f"{name}, the same network evaluated beside the descriptors (joint space, no SVC "
+                  f"training): {j[:, 0].mean():.2f} ({j[:, 0].std():.2f}) mIoU, "
+                  f"{j[:, 1].mean():.2f} ({j[:, 1].std():.2f}) Acc")  # fmt: skip
+    elif MULTI_VIEW in extras:
         e = extras[MULTI_VIEW]
         print(f"{MULTI_VIEW}: points of super-voxels no view saw count as unmatched; the views saw "
               f"{100 * e['seen_points']:.1f} % of the labelled validation points, on which it scores "

@@ -135,3 +135,127 @@ def test_kmeans_draws_validate_the_given_network_once_per_seed(tmp_path, monkeyp
     assert calls == [("validate", "pointdc_svc.yaml", s, True) for s in seeds]
     assert got == [(s / 1000, s / 2000) for s in seeds]
     assert not list(tmp_path.iterdir())
+
+
+# -- the geometric teacher (--teacher geometric): the teacher-free path as Table 4's teacher ---------
+
+
+def _descriptor_room(d, rng: np.random.Generator, directions: np.ndarray, noise: float) -> None:
+    """60 points a class (3 classes), every point a super-voxel of its own; ``region.npy`` groups each
+    class's points in 3 regions. Descriptors: column 0-2 are the class's ``directions`` row plus
+    ``noise``; column 3 is loud noise that a zero weight must silence."""
+    d.mkdir(parents=True)
+    segment = np.repeat(np.arange(3), 60)
+    desc = directions[segment] + noise * rng.standard_normal((180, 3))
+    desc = np.concatenate([desc, 50.0 * rng.standard_normal((180, 1))], axis=1)
+    np.save(d / "descriptor.npy", desc.astype(np.float16))
+    np.save(d / "superpoint.npy", np.arange(180, dtype=np.int64))
+    np.save(d / "region.npy", (segment * 3 + np.arange(180) % 3).astype(np.int64))
+    np.save(d / "segment.npy", segment.astype(np.int64))
+
+
+def test_descriptor_row_clusters_by_distance_with_the_weights(tmp_path) -> None:
+    """The geometric teacher's row 2: Euclidean K-means of the weighted descriptors. Classes whose
+    descriptors point the same way at different lengths are one direction to a cosine, three clusters
+    to a distance; a column of weight 0 does not count however loud."""
+    rng = np.random.default_rng(0)
+    directions = np.array([[1.0, 1.0, 1.0], [2.0, 2.0, 2.0], [3.0, 3.0, 3.0]])
+    train = [tmp_path / "train" / f"s{i}" for i in range(2)]
+    val = [tmp_path / "val" / "s0"]
+    for d in [*train, *val]:
+        _descriptor_room(d, rng, directions, noise=0.05)
+    geo = {"target_key": "descriptor", "seen_key": None, "unit_key": "region"}
+    out = multiview_clustering(train, val, 3, niter=30, seed=0, scale=torch.tensor([1.0, 1, 1, 0]), **geo)
+    assert out["miou"] == pytest.approx(1.0) and out["seen_points"] == 1.0
+    loud = multiview_clustering(train, val, 3, niter=30, seed=0, scale=torch.ones(4), **geo)
+    assert loud["miou"] < 0.9  # the noise column, weighted in, splits the classes
+    cosine = multiview_clustering(train, val, 3, niter=30, seed=0, **{**geo, "target_key": "descriptor"})
+    assert cosine["miou"] < 0.9  # spherical K-means sees one direction (and the noise column)
+
+
+def test_descriptor_row_pools_over_the_units_asked_for(tmp_path) -> None:
+    """``unit_key``: pooled over the class-pure regions the per-point noise averages out; over the
+    super-voxels (one point each here) it does not."""
+    rng = np.random.default_rng(1)
+    directions = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    train = [tmp_path / "train" / f"s{i}" for i in range(2)]
+    val = [tmp_path / "val" / "s0"]
+    for d in [*train, *val]:
+        _descriptor_room(d, rng, directions, noise=0.6)
+    scale = torch.tensor([1.0, 1, 1, 0])
+    kw = {"target_key": "descriptor", "seen_key": None, "scale": scale, "niter": 30, "seed": 0}
+    by_region = multiview_clustering(train, val, 3, unit_key="region", **kw)
+    by_superpoint = multiview_clustering(train, val, 3, unit_key="superpoint", **kw)
+    assert by_region["miou"] == pytest.approx(1.0)
+    assert by_superpoint["miou"] < 0.8
+
+
+def test_geometric_teacher_runs_the_teacher_free_recipes(tmp_path, monkeypatch) -> None:
+    """--teacher geometric: every run is of the teacher-free recipes; the random and CMD rows cluster
+    and score the network's features alone (no descriptors) and are scored again in the joint space
+    (``joint_miou``); row 2 clusters the descriptors over the recipe's units; the SVC rows are the
+    recipe's fits from CMD's checkpoint. The rows' numbers are the runs' own."""
+    import json
+    import sys
+    from types import SimpleNamespace
+
+    import benchmarks.pointdc_ablation as ablation
+
+    rng = np.random.default_rng(0)
+    directions = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    train, val = [tmp_path / "train" / "s0"], [tmp_path / "val" / "s0"]
+    for d in [*train, *val]:
+        _descriptor_room(d, rng, directions, noise=0.05)
+        desc = np.load(d / "descriptor.npy").astype(np.float32)
+        full = np.zeros((len(desc), 14), np.float32)
+        full[:, :3] = desc[:, :3]  # the colour columns (weight 0.5 in the recipe); the rest 0
+        np.save(d / "descriptor.npy", full.astype(np.float16))
+    calls = []
+
+    def fake_run_cli(subcommand, config, args):
+        calls.append((subcommand, config.name, list(args)))
+        n = len(calls)
+        hp = SimpleNamespace(num_classes=3, kmeans_iters=20)
+        return SimpleNamespace(
+            model=SimpleNamespace(backbone=torch.nn.Linear(1, 1), hparams=hp),
+            trainer=SimpleNamespace(
+                callback_metrics={"val/miou": torch.tensor(n / 100), "val/acc": torch.tensor(n / 50)},
+                checkpoint_callback=SimpleNamespace(last_model_path="cmd.ckpt"),
+            ),
+            datamodule=SimpleNamespace(scene_dirs=lambda split: train if split == "train" else val),
+        )
+
+    monkeypatch.setattr(ablation, "run_cli", fake_run_cli)
+    monkeypatch.setattr(ablation, "write_row", lambda *a, **k: None)
+    out = tmp_path / "rows.jsonl"
+    argv = ["pointdc_ablation.py", "--seeds", "1", "--teacher", "geometric", "--json", str(out),
+            "--data-root", str(tmp_path / "data")]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    ablation.main()
+
+    def has(args, key, value):
+        return any(a == key and b == value for a, b in zip(args, args[1:]))
+
+    configs = {name for _, name, _ in calls}
+    assert configs == {"pointdc_geometric_cmd.yaml", "pointdc_geometric_svc.yaml"}
+    random_row, cmd_fit, cmd_row, joint_random, joint_cmd, *svc_fits = calls
+    assert random_row[0] == "validate" and has(random_row[2], "--model.init_args.init_checkpoint", "null")
+    assert cmd_fit[:2] == ("fit", "pointdc_geometric_cmd.yaml")
+    assert has(cmd_row[2], "--model.init_args.init_checkpoint", "cmd.ckpt")
+    for _, _, args in (random_row, cmd_row):
+        assert has(args, "--model.init_args.descriptor_weights", "null")
+        assert has(args, "--model.init_args.eval_descriptors", "false")
+    for (_, _, joint), (_, _, alone) in ((joint_random, random_row), (joint_cmd, cmd_row)):
+        assert "--model.init_args.descriptor_weights" not in joint  # the recipe's joint space
+        assert joint + ablation.NETWORK_ONLY == alone  # otherwise the same run
+    assert [c[0] for c in svc_fits] == ["fit"] * 3
+    assert all(has(a, "--model.init_args.init_checkpoint", "cmd.ckpt") for _, _, a in svc_fits)
+    rows = {r["row"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert rows["random clustering"]["miou"] == pytest.approx(0.01)
+    assert rows["CMD"]["miou"] == pytest.approx(0.03)
+    assert rows["random clustering"]["joint_miou"] == pytest.approx(0.04)
+    assert rows["CMD"]["joint_miou"] == pytest.approx(0.05)
+    assert rows["+ super-voxel pooling"]["miou"] == pytest.approx(0.08)
+    # row 2 from the descriptors (class-pure colour columns): no network, no run
+    assert rows["multi-view clustering"]["miou"] == pytest.approx(1.0)
+    assert rows["multi-view clustering"]["units"] == "region"
