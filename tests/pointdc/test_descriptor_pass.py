@@ -41,7 +41,8 @@ def test_pass_writes_caches_and_redoes(tmp_path: Path) -> None:
     first = dirs[0] / "descriptor.npy"
     scene = {k: np.load(dirs[0] / f"{k}.npy") for k in ("coord", "color")}
     region = np.load(dirs[0] / "region.npy")
-    np.testing.assert_array_equal(region, grow_regions(scene["coord"], None, cfg.region_c))
+    grown = grow_regions(scene["coord"], None, cfg.region_c, scene["color"], cfg.region_color_weight)
+    np.testing.assert_array_equal(region, grown)
     expect = point_descriptors(scene["coord"], scene["color"], region, k=8)
     np.testing.assert_array_equal(np.load(first), expect)
     assert json.loads((dirs[0] / "descriptor.json").read_text())["k"] == 8
@@ -93,8 +94,8 @@ def test_descriptor_weights_name_known_groups() -> None:
 
 def test_grown_regions_keep_a_floor_and_a_wall_whole() -> None:
     """A floor and a wall meeting at a right angle, both painted in 0.5 m tiles of random colours: the
-    super-voxels (normals and colour) cut each into pieces, the grown regions (normals alone) keep each
-    (nearly) whole and do not join the two."""
+    super-voxels (normals and colour) cut each into pieces, the grown regions on the normals alone
+    (``region_color_weight: 0``) keep each (nearly) whole and do not join the two."""
     from unsup3d.data.superpoints import felzenszwalb_superpoints
 
     rng = np.random.default_rng(3)
@@ -146,3 +147,45 @@ def test_descriptor_settings_are_checked_when_given() -> None:
         as_descriptors({"outline": "box"})
     with pytest.raises(ValueError, match="column_cap"):
         as_descriptors({"column_cap": 0.0})
+
+
+def _wall_with_a_door(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A 4 x 2.5 m wall of off-white paint under a +-15 % lighting gradient with colour noise (sigma 8),
+    holding a brown door and a blue picture in its plane, on a grey floor; labels 0 wall, 1 door,
+    2 picture, 3 floor."""
+    wall = np.c_[rng.normal(scale=0.005, size=6000), rng.uniform(0, 4, 6000), rng.uniform(0.02, 2.5, 6000)]
+    floor = np.c_[
+        rng.uniform(0.05, 3, (3000, 1)), rng.uniform(0, 4, (3000, 1)), rng.normal(scale=0.005, size=3000)
+    ]
+    y, z = wall[:, 1], wall[:, 2]
+    label = np.zeros(len(wall), dtype=np.int64)
+    label[(y > 1.5) & (y < 2.4) & (z < 2.1)] = 1
+    label[(y > 3.0) & (y < 3.6) & (z > 1.2) & (z < 1.8)] = 2
+    paint = np.array([[200, 200, 190], [120, 80, 50], [50, 90, 160]], dtype=np.float64)
+    color = paint[label] * (0.85 + 0.3 * y / 4)[:, None]
+    color = np.concatenate([color, np.tile([128.0, 128, 128], (len(floor), 1))])
+    color = np.clip(color + rng.normal(scale=8, size=color.shape), 0, 255).astype(np.uint8)
+    coord = np.concatenate([wall, floor]).astype(np.float32)
+    return coord, color, np.concatenate([label, np.full(len(floor), 3)])
+
+
+def test_colour_keeps_a_door_out_of_its_walls_region() -> None:
+    """Coplanar with the wall, a door and a picture differ from it by colour alone: on the normals alone
+    they are part of the wall's region; with the default colour weight each is (nearly) a region of its
+    own, while the wall, under its lighting gradient and noise, and the floor each stay (nearly) whole."""
+    from unsup3d.data.superpoints import superpoint_purity
+
+    coord, color, label = _wall_with_a_door(np.random.default_rng(5))
+    weight = Descriptors().region_color_weight
+    assert weight > 0
+    normals_alone = grow_regions(coord, None, 2.0, color, 0.0)
+    with_colour = grow_regions(coord, None, 2.0, color, weight)
+    for obj in (1, 2):  # door, picture: in the wall's region on normals alone
+        wall_region = np.bincount(normals_alone[label == 0]).argmax()
+        assert (normals_alone[label == obj] == wall_region).mean() > 0.9
+    assert superpoint_purity(with_colour, label) > 0.97
+    for part in range(4):  # each of the four is (nearly) one region of its own
+        share = np.bincount(with_colour[label == part]).max() / (label == part).sum()
+        assert share > 0.85, (part, share)
+    with pytest.raises(ValueError, match="region_color_weight"):
+        Descriptors(region_color_weight=-1.0)
