@@ -21,6 +21,10 @@ A stress test of what the hand-made descriptors assume (what stands in a point's
 ``--l-shaped`` (with ``--scan-like``) cuts a random corner (30-50 % of each side) out of every room,
 everything in it removed, and closes the cut with two walls: real rooms are often not convex, which a
 descriptor measuring the distance to the scan's outline must survive.
+``--noisy-colour`` (with ``--scan-like``) makes the colours worse than ``--scan-like`` does: a
+lighting field over each room (a brightness gain of +-25 % from a random low-frequency field, as a
+real scan's exposure and shading vary over its frames) and per-point noise of sigma 20 on top. A stress
+test of what uses the colours to draw boundaries (the grown regions' colour weight).
 """
 
 from __future__ import annotations
@@ -149,6 +153,15 @@ def scan_like(scene: dict[str, np.ndarray], rng: np.random.Generator) -> dict[st
     return {"coord": coord.astype(np.float32), "color": color.astype(np.uint8), "segment": segment}
 
 
+def noisy_colour(scene: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """``--noisy-colour``: a +-25 % brightness field and per-point colour noise of sigma 20."""
+    gain = 0.75 + 0.5 * _low_frequency_field(scene["coord"].astype(np.float64), rng)
+    color = scene["color"].astype(np.float64) * gain[:, None] + rng.normal(
+        scale=20, size=scene["color"].shape
+    )
+    return {**scene, "color": np.clip(color, 0, 255).astype(np.uint8)}
+
+
 def write_rooms(
     out: Path,
     train: int,
@@ -157,6 +170,7 @@ def write_rooms(
     seed: int = 0,
     ceiling: bool = False,
     l_shape: bool = False,
+    colour_noise: bool = False,
 ) -> Path:
     """Generate the rooms and write them under ``out``; returns ``out``."""
     work = out.parent / f".{out.name}-generator"
@@ -173,6 +187,8 @@ def write_rooms(
                 scene = partial_ceiling(scene, np.random.default_rng([seed, i, split == "val", 1]))
             if scan_like_rooms:
                 scene = scan_like(scene, np.random.default_rng([seed, i, split == "val"]))
+            if colour_noise:
+                scene = noisy_colour(scene, np.random.default_rng([seed, i, split == "val", 3]))
             write_scene(out / split / d.name, scene)
     return out
 
@@ -185,9 +201,21 @@ def main() -> None:
     p.add_argument("--scan-like", action="store_true", help="degrade the rooms towards real scans")
     p.add_argument("--ceiling", action="store_true", help="add a partial, unlabelled ceiling to every room")
     p.add_argument("--l-shaped", action="store_true", help="cut a corner out of every room and wall it off")
+    p.add_argument(
+        "--noisy-colour", action="store_true", help="a lighting field and more colour noise in every room"
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    write_rooms(args.out, args.train, args.val, args.scan_like, args.seed, args.ceiling, args.l_shaped)
+    write_rooms(
+        args.out,
+        args.train,
+        args.val,
+        args.scan_like,
+        args.seed,
+        args.ceiling,
+        args.l_shaped,
+        args.noisy_colour,
+    )
     print(f"{args.out}: {args.train} train, {args.val} val scenes")
 
 

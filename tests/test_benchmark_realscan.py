@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from benchmarks import realscan
-from benchmarks.rooms_as_scene_folders import l_shaped, partial_ceiling, scan_like, write_rooms
+from benchmarks.rooms_as_scene_folders import l_shaped, noisy_colour, partial_ceiling, scan_like, write_rooms
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +59,24 @@ def test_partial_ceiling_is_unlabelled_at_the_walls_top() -> None:
         assert len(out["coord"]) - len(room["coord"]) < 0.9 * 4000  # a patch, not the whole ceiling
     counts = [len(partial_ceiling(room, np.random.default_rng(s))["coord"]) for s in range(5)]
     assert max(counts) > len(room["coord"])  # some rooms do get a ceiling
+
+
+def test_noisy_colour_changes_the_colours_only() -> None:
+    """--noisy-colour: the points and labels as they were; the colours under a smooth brightness field
+    (+-25 %) and per-point noise (sigma 20), the same for the same draw."""
+    room = _box_room(np.random.default_rng(6))
+    room["color"] = np.full_like(room["color"], 128)  # a grey room: what changes is the field and noise
+    out = noisy_colour(room, np.random.default_rng(7))
+    for key in ("coord", "segment"):
+        np.testing.assert_array_equal(out[key], room[key])
+    np.testing.assert_array_equal(out["color"], noisy_colour(room, np.random.default_rng(7))["color"])
+    assert out["color"].dtype == np.uint8
+    delta = out["color"].astype(np.float64) - 128
+    mean = delta.mean(1)  # the field, the noise averaged over the channels
+    assert 0.75 * 128 - 40 < (128 + mean).min() and (128 + mean).max() < 1.25 * 128 + 40
+    assert np.ptp(mean) > 0.25 * 128  # the brightness does vary over the room
+    residual = delta - delta.mean(1, keepdims=True)  # the per-point noise, the field removed
+    assert 14 < residual.std() * np.sqrt(3 / 2) < 26
 
 
 def test_l_shaped_room_loses_a_walled_off_corner() -> None:
@@ -298,3 +317,41 @@ def test_can_write_tries_a_file(tmp_path: Path) -> None:
     assert not realscan.can_write(tmp_path / "missing")
     (tmp_path / "a_file").write_text("")
     assert not realscan.can_write(tmp_path / "a_file")
+
+
+def test_joint_parts_sum_to_the_joint_distance() -> None:
+    """joint_parts.part_scores: the joint score's argmax is the nearest centroid in the joint space
+    ``[f, d]`` (the distance written out), and it is the sum of its two halves."""
+    from benchmarks.joint_parts import part_scores
+
+    g = torch.Generator().manual_seed(0)
+    f = torch.nn.functional.normalize(torch.randn(200, 8, generator=g), dim=1)
+    d = torch.rand(200, 5, generator=g)
+    centroids = torch.randn(6, 13, generator=g)
+    s = part_scores(f, d, centroids)
+    dist = ((torch.cat([f, d], 1)[:, None, :] - centroids[None]) ** 2).sum(-1)
+    torch.testing.assert_close(s["joint"], s["network"] + s["descriptors"])
+    assert torch.equal(s["joint"].argmax(1), dist.argmin(1))
+    torch.testing.assert_close(
+        s["joint"] - s["joint"][:, :1], -(dist - dist[:, :1]) / 2, rtol=1e-4, atol=1e-5
+    )
+    dist_d = ((d[:, None, :] - centroids[None, :, 8:]) ** 2).sum(-1)
+    assert torch.equal(s["descriptors"].argmax(1), dist_d.argmin(1))
+
+
+def test_joint_parts_reproduce_the_recipes_evaluation(rooms: Path, tmp_path: Path, monkeypatch) -> None:
+    """joint_parts.py on the tiny rooms, one epoch: its ``joint`` scoring is the recipe's own validation
+    (same mIoU and accuracy), and the halves' numbers are fractions."""
+    import benchmarks._common
+    from benchmarks import joint_parts
+
+    monkeypatch.setattr(benchmarks._common, "RESULTS", tmp_path / "results")
+    out = tmp_path / "rows.jsonl"
+    args = ["--root", str(rooms), "--seeds", "1", "--svc-epochs", "1", "--voxel-size", "0.1"]
+    (row,) = joint_parts.main([*args, "--json", str(out), "--work", str(tmp_path / "work")])
+    assert row["joint_miou"] == pytest.approx(row["recipe_miou"], abs=1e-6)
+    assert row["joint_acc"] == pytest.approx(row["recipe_acc"], abs=1e-6)
+    for part in ("descriptors", "network"):
+        assert 0 < row[f"{part}_miou"] <= 1 and 0 <= row[f"{part}_agreement"] <= 1
+        assert row[f"{part}_spread"] > 0
+    assert json.loads(out.read_text())["seed"] == 0
