@@ -32,6 +32,10 @@ descriptors are added to the scene folders once. Rows, each Hungarian-matched on
 ``'{"outline": "hull", "column_cap": null}'``); they are cached in the scene folders, so two runs
 with different settings must not share a root at the same time.
 
+``ceiling-superpoints`` / ``ceiling-regions`` (run only when named in ``--rows``) are DIAGNOSTICS that
+read the labels: each val unit labelled with its majority class, the best any row pooling over those
+units could score.
+
 ``--clusters K`` (more than the classes) over-clusters the K-means rows and the teacher-free rows into
 ``K`` clusters (GrowSP's primitives), merged into the classes by Euclidean K-means of the centroids
 before matching (:func:`unsup3d.training.evaluation.merge_clusters`).
@@ -76,7 +80,10 @@ from unsup3d.training.evaluation import merge_clusters  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 QUICK = REPO / "experiments" / "quickstart"
+#: diagnostics that read the labels, run only when named in --rows: the units' majority-label ceiling
+CEILING_ROWS = {"ceiling-superpoints": "superpoint", "ceiling-regions": "region"}
 ROWS = (
+    *CEILING_ROWS,
     "kmeans-handcrafted",
     "kmeans-regions",
     "random-clustering",
@@ -231,6 +238,24 @@ def kmeans_handcrafted(
     return float(out["miou"]), float(out["acc"])
 
 
+def units_ceiling(dm: SceneFolderDataModule, num_classes: int, unit: str) -> tuple[float, float]:
+    """A DIAGNOSTIC that reads the labels: every val unit (``superpoint`` or ``region``) labelled with
+    the majority class of its labelled points, Hungarian-matched as the rows are. The best any row
+    pooling over those units could score (a unit with no labelled point takes class 0)."""
+    metric = HungarianMIoU(num_classes)
+    for d in dm.scene_dirs("val"):
+        segment = load_npy(d / "segment.npy").astype(np.int64)
+        units = load_npy(d / f"{unit}.npy").astype(np.int64)
+        units = np.where(units >= 0, units, units.max(initial=-1) + 1)  # points without one: one unit
+        scored = (segment >= 0) & (segment < num_classes)
+        votes = np.zeros((int(units.max(initial=-1)) + 1, num_classes), dtype=np.int64)
+        np.add.at(votes, (units[scored], segment[scored]), 1)
+        majority = torch.from_numpy(votes.argmax(1)[units])
+        metric.update(majority, torch.from_numpy(segment))
+    out = metric.compute()
+    return float(out["miou"]), float(out["acc"])
+
+
 def _quiet(seed: int, work: Path) -> list[str]:
     return [
         "--seed_everything", str(seed), "--trainer.enable_progress_bar", "false",
@@ -276,6 +301,8 @@ def _cmd(root: Path, args: argparse.Namespace, seed: int, num_classes: int, out:
 
 def run_row(row: str, root: Path, dm, args: argparse.Namespace, seed: int, k: int) -> tuple[float, float]:
     """One row for one seed: (mIoU, accuracy) as fractions."""
+    if row in CEILING_ROWS:
+        return units_ceiling(dm, k, CEILING_ROWS[row])
     if row == "kmeans-handcrafted":
         return kmeans_handcrafted(dm, k, seed, clusters=args.clusters)
     if row == "kmeans-regions":
@@ -395,7 +422,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[tuple[float, float]]]:
         "--val-every", type=int, default=3, help="a root with no val scenes: hold out every n-th scene"
     )
     args = p.parse_args(argv)
-    rows = args.rows or [r for r in ROWS if r != "teacher" or args.teacher]
+    rows = args.rows or [r for r in ROWS if r not in CEILING_ROWS and (r != "teacher" or args.teacher)]
     if "teacher" in rows and not args.teacher:
         p.error("the teacher row needs --teacher NAME|PATH")
     args.root = held_out_view(writable_view(args.root, args.work), args.work, args.val_every)

@@ -355,3 +355,20 @@ def test_joint_parts_reproduce_the_recipes_evaluation(rooms: Path, tmp_path: Pat
         assert 0 < row[f"{part}_miou"] <= 1 and 0 <= row[f"{part}_agreement"] <= 1
         assert row[f"{part}_spread"] > 0
     assert json.loads(out.read_text())["seed"] == 0
+
+
+def test_units_ceiling_labels_each_unit_by_its_majority(tmp_path: Path) -> None:
+    """The ceiling rows: a unit holding 3 points of class 1 and 1 of class 0 counts as class 1 for all
+    four; a pure unit is exact; unlabelled points neither vote nor count. Checked against the
+    confusion written out by hand."""
+
+    class Scenes:
+        def scene_dirs(self, split):
+            return [tmp_path] if split == "val" else []
+
+    np.save(tmp_path / "segment.npy", np.array([1, 1, 1, 0, 0, 0, -1, 2]))
+    np.save(tmp_path / "region.npy", np.array([0, 0, 0, 0, 1, 1, 1, 2]))
+    miou, acc = realscan.units_ceiling(Scenes(), 3, "region")
+    # predicted: [1, 1, 1, 1, 0, 0, 0, 2]; scored points 0-5 and 7: class 0 IoU 2/3, class 1 3/4, class 2 1
+    assert acc == pytest.approx(6 / 7)
+    assert miou == pytest.approx((2 / 3 + 3 / 4 + 1) / 3)
