@@ -59,9 +59,9 @@ class Descriptors:
             normals alone they are part of the wall's region (majority-label ceiling over the regions,
             scan-like rooms: door 7 %, window 9 %, picture 10 % IoU; 62.7 % mIoU), with colour at 1.0
             they are mostly their own (37 / 59 / 77; 75.2 %), and K-means of the descriptors over the
-            regions went from 17.97 to 20.05 % mIoU (3 seeds). With the colours made noisier (sigma 20
-            and a +-25 % lighting field) 1.0 still gained (17.62 -> 18.41), where 4.0 cut walls into
-            pieces and lost (17.28).
+            regions went from 17.97 to 20.05 % mIoU (3 seeds). With the colours made noisier
+            (``rooms_as_scene_folders.py --noisy-colour``: sigma 20 and a +-25 % lighting field) 1.0
+            still gained (17.17 -> 18.70), where 4.0 cut walls into pieces and lost (17.37).
         splits: splits that get descriptors (SVC's validation reads them only where it pools with them).
     """
 
