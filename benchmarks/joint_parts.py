@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import realscan  # noqa: E402
 from benchmarks._common import run_cli, val_metrics, write_row  # noqa: E402
 from unsup3d.metrics import HungarianMIoU  # noqa: E402
+from unsup3d.pointdc.clustering_pass import point_scores  # noqa: E402
 from unsup3d.training.evaluation import pool_logits  # noqa: E402
 
 PARTS = ("joint", "descriptors", "network")
@@ -43,12 +44,13 @@ PARTS = ("joint", "descriptors", "network")
 
 def part_scores(f: torch.Tensor, d: torch.Tensor, centroids: torch.Tensor) -> dict[str, torch.Tensor]:
     """The joint Eq. 9 scores of unit network features ``f`` ``(N, D)`` and scaled descriptors ``d``
-    ``(N, E)`` against ``centroids`` ``(K, D + E)``, and each half's own: the joint score is their sum."""
+    ``(N, E)`` against ``centroids`` ``(K, D + E)`` (the recipe's own, :func:`point_scores`), and each
+    half's own, which sum to it."""
     dim = f.shape[1]
     mu_f, mu_d = centroids[:, :dim], centroids[:, dim:]
     net = f @ mu_f.T - 0.5 * mu_f.pow(2).sum(1)
     desc = d @ mu_d.T - 0.5 * mu_d.pow(2).sum(1)
-    return {"joint": net + desc, "descriptors": desc, "network": net}
+    return {"joint": point_scores(f, centroids, d), "descriptors": desc, "network": net}
 
 
 @torch.no_grad()

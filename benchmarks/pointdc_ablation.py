@@ -80,6 +80,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import run_cli, val_metrics, write_row  # noqa: E402
 from benchmarks._oracle_teacher import write_oracle_targets  # noqa: E402
+from benchmarks.realscan import recipe_weights  # noqa: E402
 from unsup3d.cli import preprocess  # noqa: E402
 from unsup3d.clustering import kmeans  # noqa: E402
 from unsup3d.metrics import HungarianMIoU  # noqa: E402
@@ -399,6 +400,10 @@ def main() -> None:
     extras: dict[str, dict] = {}  # the multi-view row's coverage, per seed
     draws: dict[str, list[tuple[float, float]]] = {}  # --kmeans-draws: per row, each seed's mean
     joints: dict[str, list[tuple[float, float]]] = {}  # geometric: random / CMD in the joint space
+    targets = {}  # row 2's: the lifted 2D features, or the geometric teacher's descriptors
+    if geometric:  # weighted as SVC joins them, pooled over the rows' units
+        scale = descriptor_scale(recipe_weights())
+        targets = {"target_key": "descriptor", "seen_key": None, "scale": scale, "unit_key": units}
     nets: dict[str, torch.nn.Module] = {}
     for seed in range(args.seeds):
         common = ["--seed_everything", str(seed), "--trainer.enable_progress_bar", "false"]
@@ -417,12 +422,6 @@ def main() -> None:
         nets["random clustering"] = random_row.model.backbone
         ckpt, cmd_dm = cmd_checkpoint(args.cmd_checkpoints, tag, seed, cmd_args, cmd_recipe)
         svc_hp = random_row.model.hparams  # K and the K-means iterations of the SVC recipe's evaluation
-        if geometric:  # row 2: the teacher's targets (the descriptors), weighted as SVC joins them
-            weights = yaml.safe_load(svc_recipe.read_text())["model"]["init_args"]["descriptor_weights"]
-            targets = {"target_key": "descriptor", "seen_key": None, "scale": descriptor_scale(weights),
-                       "unit_key": units}  # fmt: skip
-        else:
-            targets = {}
         mv = multiview_clustering(
             cmd_dm.scene_dirs("train"), cmd_dm.scene_dirs("val"), svc_hp.num_classes,
             niter=svc_hp.kmeans_iters, seed=seed, **targets,

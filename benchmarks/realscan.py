@@ -198,13 +198,19 @@ def held_out_view(root: Path, work: Path, every: int) -> Path:
     return view
 
 
+def _units(scene_dir: Path, unit: str) -> np.ndarray:
+    """Each point's ``unit`` (``superpoint`` or ``region``) id, int64; points without one (-1) form one
+    last unit."""
+    units = load_npy(scene_dir / f"{unit}.npy").astype(np.int64)
+    return np.where(units >= 0, units, units.max(initial=-1) + 1)
+
+
 def _pooled(
     scene_dir: Path, weights: dict[str, float], unit: str = "superpoint"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each unit's (``superpoint`` or ``region``) mean weighted descriptor, and each point's unit."""
     desc = weight_columns(load_npy(scene_dir / "descriptor.npy"), weights).astype(np.float64)
-    sp = load_npy(scene_dir / f"{unit}.npy")
-    sp = np.where(sp >= 0, sp, sp.max() + 1)  # points without one form one last unit
+    sp = _units(scene_dir, unit)
     n = int(sp.max()) + 1
     count = np.maximum(np.bincount(sp, minlength=n), 1)
     means = np.stack([np.bincount(sp, desc[:, j], n) for j in range(desc.shape[1])], 1) / count[:, None]
@@ -245,8 +251,7 @@ def units_ceiling(dm: SceneFolderDataModule, num_classes: int, unit: str) -> tup
     metric = HungarianMIoU(num_classes)
     for d in dm.scene_dirs("val"):
         segment = load_npy(d / "segment.npy").astype(np.int64)
-        units = load_npy(d / f"{unit}.npy").astype(np.int64)
-        units = np.where(units >= 0, units, units.max(initial=-1) + 1)  # points without one: one unit
+        units = _units(d, unit)
         scored = (segment >= 0) & (segment < num_classes)
         votes = np.zeros((int(units.max(initial=-1)) + 1, num_classes), dtype=np.int64)
         np.add.at(votes, (units[scored], segment[scored]), 1)

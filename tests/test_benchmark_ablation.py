@@ -154,16 +154,22 @@ def _descriptor_room(d, rng: np.random.Generator, directions: np.ndarray, noise:
     np.save(d / "segment.npy", segment.astype(np.int64))
 
 
+def _descriptor_split(tmp_path, seed: int, directions: np.ndarray, noise: float, train: int = 2):
+    """``train`` training rooms and one val room of :func:`_descriptor_room` under ``tmp_path``."""
+    rng = np.random.default_rng(seed)
+    train_dirs = [tmp_path / "train" / f"s{i}" for i in range(train)]
+    val_dirs = [tmp_path / "val" / "s0"]
+    for d in [*train_dirs, *val_dirs]:
+        _descriptor_room(d, rng, directions, noise)
+    return train_dirs, val_dirs
+
+
 def test_descriptor_row_clusters_by_distance_with_the_weights(tmp_path) -> None:
     """The geometric teacher's row 2: Euclidean K-means of the weighted descriptors. Classes whose
     descriptors point the same way at different lengths are one direction to a cosine, three clusters
     to a distance; a column of weight 0 does not count however loud."""
-    rng = np.random.default_rng(0)
     directions = np.array([[1.0, 1.0, 1.0], [2.0, 2.0, 2.0], [3.0, 3.0, 3.0]])
-    train = [tmp_path / "train" / f"s{i}" for i in range(2)]
-    val = [tmp_path / "val" / "s0"]
-    for d in [*train, *val]:
-        _descriptor_room(d, rng, directions, noise=0.05)
+    train, val = _descriptor_split(tmp_path, 0, directions, noise=0.05)
     geo = {"target_key": "descriptor", "seen_key": None, "unit_key": "region"}
     out = multiview_clustering(train, val, 3, niter=30, seed=0, scale=torch.tensor([1.0, 1, 1, 0]), **geo)
     assert out["miou"] == pytest.approx(1.0) and out["seen_points"] == 1.0
@@ -176,12 +182,8 @@ def test_descriptor_row_clusters_by_distance_with_the_weights(tmp_path) -> None:
 def test_descriptor_row_pools_over_the_units_asked_for(tmp_path) -> None:
     """``unit_key``: pooled over the class-pure regions the per-point noise averages out; over the
     super-voxels (one point each here) it does not."""
-    rng = np.random.default_rng(1)
     directions = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    train = [tmp_path / "train" / f"s{i}" for i in range(2)]
-    val = [tmp_path / "val" / "s0"]
-    for d in [*train, *val]:
-        _descriptor_room(d, rng, directions, noise=0.6)
+    train, val = _descriptor_split(tmp_path, 1, directions, noise=0.6)
     scale = torch.tensor([1.0, 1, 1, 0])
     kw = {"target_key": "descriptor", "seen_key": None, "scale": scale, "niter": 30, "seed": 0}
     by_region = multiview_clustering(train, val, 3, unit_key="region", **kw)
@@ -201,11 +203,9 @@ def test_geometric_teacher_runs_the_teacher_free_recipes(tmp_path, monkeypatch) 
 
     import benchmarks.pointdc_ablation as ablation
 
-    rng = np.random.default_rng(0)
     directions = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    train, val = [tmp_path / "train" / "s0"], [tmp_path / "val" / "s0"]
+    train, val = _descriptor_split(tmp_path, 0, directions, noise=0.05, train=1)
     for d in [*train, *val]:
-        _descriptor_room(d, rng, directions, noise=0.05)
         desc = np.load(d / "descriptor.npy").astype(np.float32)
         full = np.zeros((len(desc), 14), np.float32)
         full[:, :3] = desc[:, :3]  # the colour columns (weight 0.5 in the recipe); the rest 0
