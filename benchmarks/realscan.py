@@ -40,6 +40,10 @@ units could score.
 ``K`` clusters (GrowSP's primitives), merged into the classes by Euclidean K-means of the centroids
 before matching (:func:`unsup3d.training.evaluation.merge_clusters`).
 
+``--teacher-free-args '...'`` appends CLI arguments to the two teacher-free rows' SVC recipe (a
+diagnostic of one of its settings, e.g. ``'--model.init_args.superpoint_pooling false'``: Eq. 10 off);
+the JSON rows record them.
+
 A root whose scenes are all in ``train/`` (``unsup3d import`` without ``--val-fraction``) is split
 here: every ``--val-every``-th scene by name (the 3rd, 6th, ...) is held out as val, through a view of
 symlinks under ``--work`` (the scene folders themselves stay where they are and get the caches). A root
@@ -57,6 +61,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -329,6 +334,7 @@ def run_row(row: str, root: Path, dm, args: argparse.Namespace, seed: int, k: in
             "--model.init_args.merge_clusters",
             "true",
         ]
+    over += args.teacher_free_args or []  # a diagnostic's changes to the recipe
     if row == "teacher-free-untrained":
         svc = [*_quiet(seed, args.work), *_data(root, args, True), *_svc(args, seed, k), *scratch, *over]
         return val_metrics(run_cli("validate", QUICK / "pointdc_geometric_svc.yaml", svc))
@@ -363,6 +369,7 @@ def _job(row: str, seed: int, args: argparse.Namespace, k: int) -> dict:
         "root": str(args.root), "num_classes": k, "teacher": args.teacher if row == "teacher" else None,
         "cmd_epochs": args.cmd_epochs, "svc_epochs": args.svc_epochs, "voxel_size": args.voxel_size,
         "clusters": max(args.clusters or k, k), "descriptors": args.descriptors, "svc_lr": args.svc_lr,
+        "teacher_free_args": args.teacher_free_args if row.startswith("teacher-free") else None,
     }  # fmt: skip
 
 
@@ -421,6 +428,13 @@ def main(argv: list[str] | None = None) -> dict[str, list[tuple[float, float]]]:
         default=None,
         help='settings of the descriptor pass as JSON, e.g. \'{"outline": "hull", "column_cap": null}\' '
         "(a diagnostic; default: the data module's)",
+    )
+    p.add_argument(
+        "--teacher-free-args",
+        type=shlex.split,
+        default=None,
+        help="more CLI arguments for the teacher-free rows' SVC recipe, e.g. "
+        "'--model.init_args.superpoint_pooling false' (a diagnostic; recorded in the JSON rows)",
     )
     p.add_argument("--work", type=Path, default=Path("outputs/benchmarks/realscan"), help="checkpoints")
     p.add_argument(

@@ -210,6 +210,7 @@ def test_clusters_reach_the_teacher_free_rows_only(rooms: Path, tmp_path: Path, 
         args = argparse.Namespace(
             voxel_size=0.05, batch_size=4, svc_epochs=1, work=tmp_path, clusters=clusters,
             teacher_free_cmd=False, descriptors=None, svc_lr=None if clusters else 0.015,
+            teacher_free_args=None,
         )  # fmt: skip
         for row in ("teacher-free-untrained", "teacher-free", "svc-scratch"):
             calls.clear()
@@ -224,6 +225,36 @@ def test_clusters_reach_the_teacher_free_rows_only(rooms: Path, tmp_path: Path, 
             if over:
                 assert cli[cli.index("--model.init_args.num_clusters") + 1] == "60"
                 assert cli[cli.index("--model.init_args.merge_clusters") + 1] == "true"
+
+
+def test_teacher_free_args_reach_the_teacher_free_rows_only(rooms: Path, tmp_path: Path, monkeypatch) -> None:
+    """--teacher-free-args: split like a shell line, appended to both teacher-free rows' SVC recipe
+    (after the recipe's own arguments, so they win), not to svc-scratch; recorded in their JSON rows."""
+    import benchmarks._common
+
+    calls = {}
+    monkeypatch.setattr(realscan, "run_cli", lambda cmd, cfg, args: calls.setdefault(len(calls), args))
+    monkeypatch.setattr(realscan, "val_metrics", lambda cli: (0.5, 0.25))
+    monkeypatch.setattr(benchmarks._common, "RESULTS", tmp_path / "results")
+    realscan.main([
+        "--root", str(rooms), "--seeds", "1", "--jobs", "1", "--work", str(tmp_path / "w"),
+        "--rows", "teacher-free-untrained", "teacher-free", "svc-scratch",
+        "--json", str(tmp_path / "r.jsonl"),
+        "--teacher-free-args", "--model.init_args.superpoint_pooling false",
+    ])  # fmt: skip
+    by_row = {}
+    for cli in calls.values():
+        pooling = [cli[i + 1] for i, a in enumerate(cli) if a == "--model.init_args.superpoint_pooling"]
+        units = cli[cli.index("--data.init_args.units") + 1]
+        by_row[units] = pooling
+    assert by_row["region"] == ["false"]  # the teacher-free rows: the given value, last
+    assert by_row["superpoint"] == ["true"]  # svc-scratch: the release's Eq. 10, untouched
+    assert len(calls) == 3
+    records = {r["row"]: r for r in map(json.loads, (tmp_path / "r.jsonl").read_text().splitlines())}
+    for row in ("teacher-free-untrained", "teacher-free"):
+        assert records[row]["teacher_free_args"] == ["--model.init_args.superpoint_pooling", "false"]
+        assert (records[row]["miou"], records[row]["acc"]) == (0.5, 0.25)
+    assert records["svc-scratch"]["teacher_free_args"] is None
 
 
 def test_teacher_row_needs_a_teacher(rooms: Path) -> None:
