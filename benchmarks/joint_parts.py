@@ -113,10 +113,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--json", type=Path, default=None, help="write one JSON object per seed here")
     p.add_argument("--work", type=Path, default=Path("outputs/benchmarks/joint_parts"))
     p.add_argument("--val-every", type=int, default=3, help="a root with no val scenes: hold out every n-th")
+    p.add_argument("--train-scenes", type=int, default=None, help="the first n training scenes only")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         torch.set_num_threads(1)
     root = realscan.held_out_view(realscan.writable_view(args.root, args.work), args.work, args.val_every)
+    root = realscan.train_subset_view(root, args.work, args.train_scenes)
     dm = realscan.prepare(root, args.voxel_size)
     k = args.num_classes or realscan.count_classes(dm)
     rows = []

@@ -44,6 +44,9 @@ before matching (:func:`unsup3d.training.evaluation.merge_clusters`).
 diagnostic of one of its settings, e.g. ``'--model.init_args.superpoint_pooling false'``: Eq. 10 off);
 the JSON rows record them.
 
+``--train-scenes N`` trains and clusters on the first ``N`` training scenes (by name) only, against
+the same val scenes: how a row grows with the data.
+
 A root whose scenes are all in ``train/`` (``unsup3d import`` without ``--val-fraction``) is split
 here: every ``--val-every``-th scene by name (the 3rd, 6th, ...) is held out as val, through a view of
 symlinks under ``--work`` (the scene folders themselves stay where they are and get the caches). A root
@@ -200,6 +203,26 @@ def held_out_view(root: Path, work: Path, every: int) -> Path:
     print(
         f"{root}: no val scenes; holding out every {every}th scene by name ({n_val} of {len(scenes)}) as val"
     )
+    return view
+
+
+def train_subset_view(root: Path, work: Path, n: int | None) -> Path:
+    """``root`` itself where ``n`` is None or ``root`` has at most ``n`` training scenes; else a view under
+    ``work`` holding the first ``n`` training scenes by name and every val scene, as symlinks to the scene
+    folders (whose caches are then written in place): the same val scenes against fewer training
+    scenes, to see how a row grows with the data."""
+    if n is not None and n < 1:
+        raise SystemExit(f"--train-scenes must be at least 1, got {n}")
+    train = list_scenes(root, "train")
+    if n is None or len(train) <= n:
+        return root
+    view = work / f"train{n}_view"
+    for split, dirs in (("train", train[:n]), ("val", list_scenes(root, "val"))):
+        shutil.rmtree(view / split, ignore_errors=True)
+        (view / split).mkdir(parents=True)
+        for scene in dirs:
+            (view / split / scene.name).symlink_to(scene.resolve(), target_is_directory=True)
+    print(f"{root}: training on the first {n} of its {len(train)} training scenes (by name)")
     return view
 
 
@@ -440,11 +463,15 @@ def main(argv: list[str] | None = None) -> dict[str, list[tuple[float, float]]]:
     p.add_argument(
         "--val-every", type=int, default=3, help="a root with no val scenes: hold out every n-th scene"
     )
+    p.add_argument(
+        "--train-scenes", type=int, default=None, help="train on the first n training scenes only (by name)"
+    )
     args = p.parse_args(argv)
     rows = args.rows or [r for r in ROWS if r not in CEILING_ROWS and (r != "teacher" or args.teacher)]
     if "teacher" in rows and not args.teacher:
         p.error("the teacher row needs --teacher NAME|PATH")
     args.root = held_out_view(writable_view(args.root, args.work), args.work, args.val_every)
+    args.root = train_subset_view(args.root, args.work, args.train_scenes)
     dm = prepare(args.root, args.voxel_size, args.descriptors)
     k = args.num_classes or count_classes(dm)
     n_train, n_val = len(dm.scene_dirs("train")), len(dm.scene_dirs("val"))

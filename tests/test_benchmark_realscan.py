@@ -343,6 +343,27 @@ def test_read_only_root_is_read_through_a_view(rooms: Path, tmp_path: Path, monk
     assert realscan.writable_view(rooms, work) == rooms  # a writable root is used as it is
 
 
+def test_train_subset_view_keeps_the_first_training_scenes_and_every_val_scene(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    names = {"train": ["s3", "s0", "s2", "s1"], "val": ["v1", "v0"]}
+    for split, scenes in names.items():
+        for name in scenes:
+            (root / split / name).mkdir(parents=True)
+            np.save(root / split / name / "coord.npy", np.zeros((3, 3), np.float32))
+    view = realscan.train_subset_view(root, tmp_path / "work", 2)
+    assert view != root
+    assert sorted(p.name for p in (view / "train").iterdir()) == ["s0", "s1"]  # the first two by name
+    assert sorted(p.name for p in (view / "val").iterdir()) == ["v0", "v1"]
+    assert (view / "train" / "s1").resolve() == (root / "train" / "s1").resolve()
+    # a second call with another n replaces the view's scenes rather than adding to them
+    view = realscan.train_subset_view(root, tmp_path / "work", 1)
+    assert sorted(p.name for p in (view / "train").iterdir()) == ["s0"]
+    for n in (None, 4, 9):  # nothing to leave out: the root itself
+        assert realscan.train_subset_view(root, tmp_path / "work", n) == root
+    with pytest.raises(SystemExit):
+        realscan.train_subset_view(root, tmp_path / "work", 0)
+
+
 def test_can_write_tries_a_file(tmp_path: Path) -> None:
     assert realscan.can_write(tmp_path)
     assert not realscan.can_write(tmp_path / "missing")
