@@ -97,7 +97,8 @@ def run_seed(root: Path, args: argparse.Namespace, seed: int, k: int) -> dict:
                   cli_args)  # fmt: skip
     own = val_metrics(cli)
     parts = decompose(cli.model, cli.datamodule.val_dataloader(), k)
-    return {"seed": seed, "svc_epochs": args.svc_epochs, "root": str(root), "num_classes": k,
+    return {"seed": seed, "svc_epochs": args.svc_epochs, "root": str(root), "source_root": str(args.root),
+            "train_scenes": args.train_scenes, "num_classes": k,
             "recipe_miou": own[0], "recipe_acc": own[1], **parts,
             "seconds": time.perf_counter() - t0}  # fmt: skip
 

@@ -393,6 +393,7 @@ def _job(row: str, seed: int, args: argparse.Namespace, k: int) -> dict:
         "cmd_epochs": args.cmd_epochs, "svc_epochs": args.svc_epochs, "voxel_size": args.voxel_size,
         "clusters": max(args.clusters or k, k), "descriptors": args.descriptors, "svc_lr": args.svc_lr,
         "teacher_free_args": args.teacher_free_args if row.startswith("teacher-free") else None,
+        "source_root": str(args.source_root), "train_scenes": args.train_scenes,
     }  # fmt: skip
 
 
@@ -470,6 +471,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[tuple[float, float]]]:
     rows = args.rows or [r for r in ROWS if r not in CEILING_ROWS and (r != "teacher" or args.teacher)]
     if "teacher" in rows and not args.teacher:
         p.error("the teacher row needs --teacher NAME|PATH")
+    args.source_root = args.root  # the rows run on a view of it where they must (below)
     args.root = held_out_view(writable_view(args.root, args.work), args.work, args.val_every)
     args.root = train_subset_view(args.root, args.work, args.train_scenes)
     dm = prepare(args.root, args.voxel_size, args.descriptors)

@@ -255,6 +255,29 @@ def test_teacher_free_args_reach_the_teacher_free_rows_only(rooms: Path, tmp_pat
         assert records[row]["teacher_free_args"] == ["--model.init_args.superpoint_pooling", "false"]
         assert (records[row]["miou"], records[row]["acc"]) == (0.5, 0.25)
     assert records["svc-scratch"]["teacher_free_args"] is None
+    assert {(r["source_root"], r["train_scenes"]) for r in records.values()} == {(str(rooms), None)}
+
+
+def test_train_scenes_reach_the_rows_and_their_records(rooms: Path, tmp_path: Path, monkeypatch) -> None:
+    import benchmarks._common
+
+    roots = []
+
+    def fake_cli(cmd, cfg, args):
+        roots.append(args[args.index("--data.init_args.root") + 1])
+
+    monkeypatch.setattr(realscan, "run_cli", fake_cli)
+    monkeypatch.setattr(realscan, "val_metrics", lambda cli: (0.5, 0.25))
+    monkeypatch.setattr(benchmarks._common, "RESULTS", tmp_path / "results")
+    out = tmp_path / "r.jsonl"
+    realscan.main([
+        "--root", str(rooms), "--seeds", "1", "--jobs", "1", "--work", str(tmp_path / "w"),
+        "--rows", "kmeans-regions", "teacher-free", "--train-scenes", "1", "--json", str(out),
+    ])  # fmt: skip
+    view = tmp_path / "w" / "train1_view"
+    assert roots == [str(view)] and len(list((view / "train").iterdir())) == 1
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {(r["source_root"], r["train_scenes"]) for r in records} == {(str(rooms), 1)}
 
 
 def test_teacher_row_needs_a_teacher(rooms: Path) -> None:
