@@ -183,6 +183,17 @@ def writable_view(root: Path, work: Path) -> Path:
     return view
 
 
+def _scene_view(view: Path, splits: dict[str, list[Path]]) -> Path:
+    """``view`` made anew to hold, in each split's folder, symlinks to that split's scene folders (whose
+    caches are then written in place); returns ``view``."""
+    for split, scenes in splits.items():
+        shutil.rmtree(view / split, ignore_errors=True)
+        (view / split).mkdir(parents=True)
+        for scene in scenes:
+            (view / split / scene.name).symlink_to(scene.resolve(), target_is_directory=True)
+    return view
+
+
 def held_out_view(root: Path, work: Path, every: int) -> Path:
     """``root`` itself where it has val scenes; else a view under ``work`` whose ``val/`` holds every
     ``every``-th training scene by name (the ``every``-th, ``2 every``-th, ...) and ``train/`` the
@@ -192,13 +203,10 @@ def held_out_view(root: Path, work: Path, every: int) -> Path:
         return root
     if every < 2:
         raise SystemExit(f"{root}: no val scenes, and --val-every {every} would hold out every scene")
-    view = work / "split_view"
-    for split in ("train", "val"):
-        shutil.rmtree(view / split, ignore_errors=True)
-        (view / split).mkdir(parents=True)
-    for i, scene in enumerate(scenes):
-        split = "val" if (i + 1) % every == 0 else "train"
-        (view / split / scene.name).symlink_to(scene.resolve(), target_is_directory=True)
+    view = _scene_view(work / "split_view", {
+        "train": [s for i, s in enumerate(scenes) if (i + 1) % every != 0],
+        "val": [s for i, s in enumerate(scenes) if (i + 1) % every == 0],
+    })  # fmt: skip
     n_val = len(scenes) // every
     print(
         f"{root}: no val scenes; holding out every {every}th scene by name ({n_val} of {len(scenes)}) as val"
@@ -216,12 +224,7 @@ def train_subset_view(root: Path, work: Path, n: int | None) -> Path:
     train = list_scenes(root, "train")
     if n is None or len(train) <= n:
         return root
-    view = work / f"train{n}_view"
-    for split, dirs in (("train", train[:n]), ("val", list_scenes(root, "val"))):
-        shutil.rmtree(view / split, ignore_errors=True)
-        (view / split).mkdir(parents=True)
-        for scene in dirs:
-            (view / split / scene.name).symlink_to(scene.resolve(), target_is_directory=True)
+    view = _scene_view(work / f"train{n}_view", {"train": train[:n], "val": list_scenes(root, "val")})
     print(f"{root}: training on the first {n} of its {len(train)} training scenes (by name)")
     return view
 
@@ -349,20 +352,20 @@ def run_row(row: str, root: Path, dm, args: argparse.Namespace, seed: int, k: in
         svc += ["--model.init_args.superpoint_pooling", "true"]
         return val_metrics(run_cli("fit", QUICK / "pointdc_svc.yaml", svc))
     out = str(args.work / f"{row}-seed{seed}")
-    over = []
+    extra = []  # the teacher-free rows' own arguments: over-clustering, a diagnostic's changes
     if args.clusters and args.clusters > k:
-        over = [
+        extra = [
             "--model.init_args.num_clusters",
             str(args.clusters),
             "--model.init_args.merge_clusters",
             "true",
         ]
-    over += args.teacher_free_args or []  # a diagnostic's changes to the recipe
+    extra += args.teacher_free_args or []
     if row == "teacher-free-untrained":
-        svc = [*_quiet(seed, args.work), *_data(root, args, True), *_svc(args, seed, k), *scratch, *over]
+        svc = [*_quiet(seed, args.work), *_data(root, args, True), *_svc(args, seed, k), *scratch, *extra]
         return val_metrics(run_cli("validate", QUICK / "pointdc_geometric_svc.yaml", svc))
     if row == "teacher-free":
-        svc = [*_quiet(seed, args.work), *_data(root, args, True), *_svc(args, seed, k), *over]
+        svc = [*_quiet(seed, args.work), *_data(root, args, True), *_svc(args, seed, k), *extra]
         init = ["--model.init_args.init_checkpoint", "null"]
         if args.teacher_free_cmd:  # CMD distilling the descriptors first
             cmd = [*_cmd(root, args, seed, k, out), *_data(root, args, True)]
