@@ -7,7 +7,9 @@ quickstart config (``experiments/quickstart/pointdc_svc.yaml``: 5 cm voxels, hal
 batch 2, 30 K-means iterations) and fit for one epoch (no validation, no logger, no checkpoints).
 Its first clustering pass (run from ``on_fit_start``) and its training epoch are timed apart, each
 with its own peak RSS (``benchmarks/_memory.py``). Time should grow about linearly with the points;
-the pass's memory should stay about flat apart from its super-voxel means and int16 labels.
+the pass's memory should stay about flat apart from its super-voxel means, its int16 labels and the
+point features it keeps between its two passes while they fit ``feature_cache_mb`` (SVCModule's
+default 512; ``--feature-cache-mb 0`` runs the network twice instead and keeps none).
 RGB-D frames are not generated (``--frames-per-scene 0``): SVC never reads them.
 
 The default base is one training scene: 16x is 16 scenes, most of the run (an estimated 10-15
@@ -93,13 +95,20 @@ def prepare(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def with_feature_cache(cfg: dict[str, Any], mb: float | None) -> dict[str, Any]:
+    """The config with the SVC module's ``feature_cache_mb`` set to ``mb`` (unchanged for None)."""
+    if mb is not None:
+        cfg["model"].setdefault("init_args", {})["feature_cache_mb"] = mb
+    return cfg
+
+
 # -- child: one SVC fit of one epoch, its clustering pass and training epoch measured apart --------
 
 
 def child_fit(spec: dict[str, Any]) -> dict[str, Any]:
     from lightning.pytorch import Callback, Trainer, seed_everything
 
-    cfg = yaml.safe_load(Path(spec["config"]).read_text())
+    cfg = with_feature_cache(yaml.safe_load(Path(spec["config"]).read_text()), spec["feature_cache_mb"])
     seed_everything(cfg.get("seed_everything", 0), verbose=False)
     model = instantiate(cfg["model"])
     dm = instantiate(data_node(spec))
@@ -200,6 +209,12 @@ def main() -> None:
     parser.add_argument("--frames-per-scene", type=int, default=0, help="RGB-D frames (SVC reads none)")
     parser.add_argument("--config", default=str(QUICKSTART), help="SVC config for model and data")
     parser.add_argument("--data-root", default="data/benchmarks")
+    parser.add_argument(
+        "--feature-cache-mb",
+        type=float,
+        default=None,
+        help="SVCModule's feature_cache_mb (default: the config's, else the module's 512); 0 keeps none",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--child", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -217,6 +232,7 @@ def main() -> None:
             "config": str(Path(args.config).resolve()),
             "data_root": str(Path(args.data_root).resolve()),
             "device": args.device,
+            "feature_cache_mb": args.feature_cache_mb,
         }
         data = prepare(spec)
         print(f"{m}x: {spec['scenes']} scenes, {data['points']:,} points, fitting one epoch ...", flush=True)
@@ -228,6 +244,7 @@ def main() -> None:
             "scenes": spec["scenes"],
             "device": args.device,
             "config": os.path.relpath(spec["config"], HERE.parent.parent),
+            "feature_cache_mb": args.feature_cache_mb,
             **data,
             **fit,
             "superpoint_means_mb": data["superpoints"] * d * 4 / MB,
