@@ -53,9 +53,10 @@ symlinks under ``--work`` (the scene folders themselves stay where they are and 
 that cannot be written (a read-only mount) is read through a view of symlinked files under ``--work``,
 where the caches go instead.
 
-Prints mean (std) mIoU / accuracy (%) over the seeds; ``--json PATH`` writes one object per line per
-row and seed (``row``, ``seed``, ``miou``, ``acc`` as fractions, with the settings and seconds), and
-every row is also appended to ``benchmarks/results/realscan.jsonl``.
+Prints mean (std) mIoU / accuracy (%) over the seeds, then each class's IoU per row beside its share
+of the labelled val points (``--class-names``); ``--json PATH`` writes one object per line per row and
+seed (``row``, ``seed``, ``miou``, ``acc`` as fractions, ``iou`` per class, ``class_share``, with the
+settings and seconds), and every row is also appended to ``benchmarks/results/realscan.jsonl``.
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import run_cli, val_metrics, write_row  # noqa: E402
 from unsup3d.clustering import kmeans  # noqa: E402
+from unsup3d.data.formats.s3dis import S3DIS_CLASS_NAMES  # noqa: E402
+from unsup3d.data.formats.scannet_labels import SCANNET20_CLASS_NAMES  # noqa: E402
 from unsup3d.data.prepare import load_npy  # noqa: E402
 from unsup3d.data.scene_folder import list_scenes  # noqa: E402
 from unsup3d.metrics import HungarianMIoU  # noqa: E402
@@ -248,13 +251,76 @@ def _pooled(
     return means.astype(np.float32), sp
 
 
+#: one row and seed's scores: mIoU, accuracy (fractions) and each class's IoU (None: not in val)
+Scores = tuple[float, float, list]
+
+
+def metric_scores(out: dict) -> Scores:
+    """:class:`HungarianMIoU`'s computed dict as :data:`Scores`."""
+    iou = [None if v != v else float(v) for v in out["iou"].tolist()]
+    return float(out["miou"]), float(out["acc"]), iou
+
+
+def cli_scores(cli, num_classes: int) -> Scores:
+    """A run's last validation as :data:`Scores`: ``val/miou``, ``val/acc`` and ``val/iou/<c>`` (the
+    scene-folder module names its classes by id; a class no val point holds is not logged)."""
+    miou, acc = val_metrics(cli)
+    m = cli.trainer.callback_metrics
+    iou = [float(m[f"val/iou/{c}"]) if f"val/iou/{c}" in m else None for c in range(num_classes)]
+    return miou, acc, iou
+
+
+def class_names(spec: str | None, num_classes: int) -> list[str]:
+    """Names for the per-class table: ``spec`` a comma-separated list, ``scannet20``, ``s3dis`` or
+    ``ids``; by default ScanNet-20's for 20 classes, S3DIS's for 13, else the ids."""
+    known = {"scannet20": SCANNET20_CLASS_NAMES, "s3dis": S3DIS_CLASS_NAMES}
+    if spec is None:
+        spec = {20: "scannet20", 13: "s3dis"}.get(num_classes, "ids")
+    names = list(known[spec]) if spec in known else None
+    if spec == "ids":
+        names = [str(c) for c in range(num_classes)]
+    if names is None:
+        names = [n.strip() for n in spec.split(",")]
+    if len(names) != num_classes:
+        raise ValueError(f"--class-names: {len(names)} names for {num_classes} classes")
+    return names
+
+
+def print_class_table(records: dict, rows: list[str], seeds: int, names: list[str]) -> None:
+    """IoU % of each class (mean over the seeds where the class is in val) for every row, with the
+    class's share of the labelled val points when the records carry it."""
+    shares = next((r.get("class_share") for r in records.values() if r.get("class_share")), None)
+    print(f"\nIoU per class, %, mean of {seeds} seeds")
+    widths = [max(6, len(row)) for row in rows]
+    print(f"{'class':18s} {'val pts':>8s} " + " ".join(f"{r:>{w}s}" for r, w in zip(rows, widths)))
+    for c, name in enumerate(names):
+        share = f"{100 * shares[c]:7.1f}%" if shares else f"{'':8s}"
+        cells = []
+        for row, w in zip(rows, widths):
+            vals = [records[(row, s)]["iou"][c] for s in range(seeds)]
+            vals = [v for v in vals if v is not None]
+            cells.append(f"{100 * np.mean(vals):{w}.1f}" if vals else f"{'-':>{w}s}")
+        print(f"{name[:18]:18s} {share} " + " ".join(cells))
+
+
+def class_share(dm: SceneFolderDataModule, num_classes: int) -> list[float]:
+    """Each class's share of the val points labelled with a scored class (real scans: floors and
+    walls about half, many classes under 1 %)."""
+    counts = np.zeros(num_classes, dtype=np.int64)
+    for d in dm.scene_dirs("val"):
+        seg = load_npy(d / "segment.npy").astype(np.int64)
+        seg = seg[(seg >= 0) & (seg < num_classes)]
+        counts += np.bincount(seg, minlength=num_classes)
+    return (counts / max(int(counts.sum()), 1)).tolist()
+
+
 def kmeans_handcrafted(
     dm: SceneFolderDataModule,
     num_classes: int,
     seed: int,
     unit: str = "superpoint",
     clusters: int | None = None,
-) -> tuple[float, float]:
+) -> Scores:
     """K-means of the training units' descriptors (``unit``: the super-voxels, or the grown ``region``);
     each val unit takes its nearest centroid. With ``clusters`` > ``num_classes`` the centroids are
     merged into ``num_classes`` groups by Euclidean K-means first."""
@@ -271,11 +337,10 @@ def kmeans_handcrafted(
         means, sp = _pooled(d, weights, unit)
         assign = group[torch.cdist(torch.from_numpy(means), centroids).argmin(1)]
         metric.update(assign[torch.from_numpy(sp)], torch.from_numpy(load_npy(d / "segment.npy")))
-    out = metric.compute()
-    return float(out["miou"]), float(out["acc"])
+    return metric_scores(metric.compute())
 
 
-def units_ceiling(dm: SceneFolderDataModule, num_classes: int, unit: str) -> tuple[float, float]:
+def units_ceiling(dm: SceneFolderDataModule, num_classes: int, unit: str) -> Scores:
     """A DIAGNOSTIC that reads the labels: every val unit (``superpoint`` or ``region``) labelled with
     the majority class of its labelled points, Hungarian-matched as the rows are. The best any row
     pooling over those units could score (a unit with no labelled point takes class 0)."""
@@ -288,8 +353,7 @@ def units_ceiling(dm: SceneFolderDataModule, num_classes: int, unit: str) -> tup
         np.add.at(votes, (units[scored], segment[scored]), 1)
         majority = torch.from_numpy(votes.argmax(1)[units])
         metric.update(majority, torch.from_numpy(segment))
-    out = metric.compute()
-    return float(out["miou"]), float(out["acc"])
+    return metric_scores(metric.compute())
 
 
 def _quiet(seed: int, work: Path) -> list[str]:
@@ -335,8 +399,8 @@ def _cmd(root: Path, args: argparse.Namespace, seed: int, num_classes: int, out:
     ]  # fmt: skip
 
 
-def run_row(row: str, root: Path, dm, args: argparse.Namespace, seed: int, k: int) -> tuple[float, float]:
-    """One row for one seed: (mIoU, accuracy) as fractions."""
+def run_row(row: str, root: Path, dm, args: argparse.Namespace, seed: int, k: int) -> Scores:
+    """One row for one seed: (mIoU, accuracy, per-class IoU) as fractions."""
     if row in CEILING_ROWS:
         return units_ceiling(dm, k, CEILING_ROWS[row])
     if row == "kmeans-handcrafted":
@@ -346,11 +410,11 @@ def run_row(row: str, root: Path, dm, args: argparse.Namespace, seed: int, k: in
     scratch = ["--model.init_args.init_checkpoint", "null"]
     if row == "random-clustering":
         svc = [*_quiet(seed, args.work), *_data(root, args, False), *_svc(args, seed, k), *scratch]
-        return val_metrics(run_cli("validate", QUICK / "pointdc_svc.yaml", svc))
+        return cli_scores(run_cli("validate", QUICK / "pointdc_svc.yaml", svc), k)
     if row == "svc-scratch":  # the release's units and pooling: super-voxels (in _data), Eq. 10 on
         svc = [*_quiet(seed, args.work), *_data(root, args, False), *_svc(args, seed, k), *scratch]
         svc += ["--model.init_args.superpoint_pooling", "true"]
-        return val_metrics(run_cli("fit", QUICK / "pointdc_svc.yaml", svc))
+        return cli_scores(run_cli("fit", QUICK / "pointdc_svc.yaml", svc), k)
     out = str(args.work / f"{row}-seed{seed}")
     extra = []  # the teacher-free rows' own arguments: over-clustering, a diagnostic's changes
     if args.clusters and args.clusters > k:
@@ -363,7 +427,7 @@ def run_row(row: str, root: Path, dm, args: argparse.Namespace, seed: int, k: in
     extra += args.teacher_free_args or []
     if row == "teacher-free-untrained":
         svc = [*_quiet(seed, args.work), *_data(root, args, True), *_svc(args, seed, k), *scratch, *extra]
-        return val_metrics(run_cli("validate", QUICK / "pointdc_geometric_svc.yaml", svc))
+        return cli_scores(run_cli("validate", QUICK / "pointdc_geometric_svc.yaml", svc), k)
     if row == "teacher-free":
         svc = [*_quiet(seed, args.work), *_data(root, args, True), *_svc(args, seed, k), *extra]
         init = ["--model.init_args.init_checkpoint", "null"]
@@ -371,7 +435,7 @@ def run_row(row: str, root: Path, dm, args: argparse.Namespace, seed: int, k: in
             cmd = [*_cmd(root, args, seed, k, out), *_data(root, args, True)]
             cli = run_cli("fit", QUICK / "pointdc_geometric_cmd.yaml", cmd)
             init = ["--model.init_args.init_checkpoint", cli.trainer.checkpoint_callback.last_model_path]
-        return val_metrics(run_cli("fit", QUICK / "pointdc_geometric_svc.yaml", [*svc, *init]))
+        return cli_scores(run_cli("fit", QUICK / "pointdc_geometric_svc.yaml", [*svc, *init]), k)
     if row == "teacher":
         targets = {"teacher": args.teacher, "allow_random_teacher": False, "views": "render"}
         cmd = [*_cmd(root, args, seed, k, out), *_data(root, args, False)]
@@ -379,7 +443,7 @@ def run_row(row: str, root: Path, dm, args: argparse.Namespace, seed: int, k: in
         ckpt = run_cli("fit", QUICK / "pointdc_cmd.yaml", cmd).trainer.checkpoint_callback.last_model_path
         svc = [*_quiet(seed, args.work), *_data(root, args, True), *_svc(args, seed, k)]
         svc += ["--model.init_args.init_checkpoint", ckpt]
-        return val_metrics(run_cli("fit", QUICK / "pointdc_svc.yaml", svc))
+        return cli_scores(run_cli("fit", QUICK / "pointdc_svc.yaml", svc), k)
     raise ValueError(f"unknown row {row!r}")
 
 
@@ -389,14 +453,15 @@ def _job(row: str, seed: int, args: argparse.Namespace, k: int) -> dict:
         torch.set_num_threads(1)
     dm = data_module(args.root, args.voxel_size, args.descriptors)  # prepared by main, before the jobs
     t0 = time.perf_counter()
-    miou, acc = run_row(row, args.root, dm, args, seed, k)
+    miou, acc, iou = run_row(row, args.root, dm, args, seed, k)
     return {
-        "row": row, "seed": seed, "miou": miou, "acc": acc, "seconds": time.perf_counter() - t0,
+        "row": row, "seed": seed, "miou": miou, "acc": acc, "iou": iou, "seconds": time.perf_counter() - t0,
         "root": str(args.root), "num_classes": k, "teacher": args.teacher if row == "teacher" else None,
         "cmd_epochs": args.cmd_epochs, "svc_epochs": args.svc_epochs, "voxel_size": args.voxel_size,
         "clusters": max(args.clusters or k, k), "descriptors": args.descriptors, "svc_lr": args.svc_lr,
         "teacher_free_args": args.teacher_free_args if row.startswith("teacher-free") else None,
         "source_root": str(args.source_root), "train_scenes": args.train_scenes,
+        "class_share": args.class_share,
     }  # fmt: skip
 
 
@@ -463,6 +528,12 @@ def main(argv: list[str] | None = None) -> dict[str, list[tuple[float, float]]]:
         help="more CLI arguments for the teacher-free rows' SVC recipe, e.g. "
         "'--model.init_args.superpoint_pooling false' (a diagnostic; recorded in the JSON rows)",
     )
+    p.add_argument(
+        "--class-names",
+        default=None,
+        help="names in the per-class table: scannet20, s3dis, ids or a comma-separated list "
+        "(default: ScanNet-20's for 20 classes, S3DIS's for 13, else the ids)",
+    )
     p.add_argument("--work", type=Path, default=Path("outputs/benchmarks/realscan"), help="checkpoints")
     p.add_argument(
         "--val-every", type=int, default=3, help="a root with no val scenes: hold out every n-th scene"
@@ -479,6 +550,8 @@ def main(argv: list[str] | None = None) -> dict[str, list[tuple[float, float]]]:
     args.root = train_subset_view(args.root, args.work, args.train_scenes)
     dm = prepare(args.root, args.voxel_size, args.descriptors)
     k = args.num_classes or count_classes(dm)
+    names = class_names(args.class_names, k)
+    args.class_share = class_share(dm, k)
     n_train, n_val = len(dm.scene_dirs("train")), len(dm.scene_dirs("val"))
     print(f"{args.root}: {n_train} train, {n_val} val scenes, {k} classes")
     if args.json:
@@ -506,6 +579,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[tuple[float, float]]]:
     for row in rows:
         miou, acc = (np.array(results[row]) * 100).T
         print(f"{row:22s} {miou.mean():6.2f} ({miou.std():4.2f}) {acc.mean():6.2f} ({acc.std():4.2f})")
+    print_class_table(records, rows, args.seeds, names)
     return results
 
 

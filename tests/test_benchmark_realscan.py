@@ -116,7 +116,15 @@ def test_handcrafted_row_and_json(rooms: Path, tmp_path: Path, capsys, monkeypat
     assert [(r["row"], r["seed"]) for r in rows] == [("kmeans-handcrafted", 0), ("kmeans-handcrafted", 1)]
     for r, (miou, acc) in zip(rows, results["kmeans-handcrafted"]):
         assert r["miou"] == miou and r["acc"] == acc and 0 < miou <= acc <= 1
-    assert "kmeans-handcrafted" in capsys.readouterr().out
+        # each class's IoU (None: not in val) averages to the mIoU; the shares of the val points sum to 1
+        assert len(r["iou"]) == r["num_classes"] == len(r["class_share"])
+        assert np.mean([v for v in r["iou"] if v is not None]) == pytest.approx(miou)
+        assert sum(r["class_share"]) == pytest.approx(1.0)
+        # a class in val always has an IoU; one absent from it none, or 0 where a cluster was matched to it
+        for v, share in zip(r["iou"], r["class_share"]):
+            assert v is not None if share > 0 else v in (None, 0.0)
+    printed = capsys.readouterr().out
+    assert "kmeans-handcrafted" in printed and "IoU per class" in printed and "floor" in printed
     # the descriptors and super-voxels were added to the scene folders once
     scene = next((rooms / "val").iterdir())
     assert np.load(scene / "descriptor.npy").shape == (len(np.load(scene / "coord.npy")), 14)
@@ -193,7 +201,7 @@ def test_over_clustered_kmeans_rows(rooms: Path, monkeypatch) -> None:
     monkeypatch.setattr(
         HungarianMIoU, "update", lambda self, p, t: seen.append(int(p.max())) or real_update(self, p, t)
     )
-    miou, acc = realscan.kmeans_handcrafted(dm, k, 0, unit="region", clusters=3 * k)
+    miou, acc, _ = realscan.kmeans_handcrafted(dm, k, 0, unit="region", clusters=3 * k)
     assert 0 < miou <= acc <= 1 and max(seen) < k
 
 
@@ -204,7 +212,7 @@ def test_clusters_reach_the_teacher_free_rows_only(rooms: Path, tmp_path: Path, 
 
     calls = {}
     monkeypatch.setattr(realscan, "run_cli", lambda cmd, cfg, args: calls.setdefault(len(calls), args))
-    monkeypatch.setattr(realscan, "val_metrics", lambda cli: (0.5, 0.5))
+    monkeypatch.setattr(realscan, "cli_scores", lambda cli, k: (0.5, 0.5, [None] * k))
     dm = realscan.prepare(rooms, 0.05)
     for clusters, expect in ((60, True), (20, False), (None, False)):
         args = argparse.Namespace(
@@ -234,7 +242,7 @@ def test_teacher_free_args_reach_the_teacher_free_rows_only(rooms: Path, tmp_pat
 
     calls = {}
     monkeypatch.setattr(realscan, "run_cli", lambda cmd, cfg, args: calls.setdefault(len(calls), args))
-    monkeypatch.setattr(realscan, "val_metrics", lambda cli: (0.5, 0.25))
+    monkeypatch.setattr(realscan, "cli_scores", lambda cli, k: (0.5, 0.25, [None] * k))
     monkeypatch.setattr(benchmarks._common, "RESULTS", tmp_path / "results")
     realscan.main([
         "--root", str(rooms), "--seeds", "1", "--jobs", "1", "--work", str(tmp_path / "w"),
@@ -267,7 +275,7 @@ def test_train_scenes_reach_the_rows_and_their_records(rooms: Path, tmp_path: Pa
         roots.append(args[args.index("--data.init_args.root") + 1])
 
     monkeypatch.setattr(realscan, "run_cli", fake_cli)
-    monkeypatch.setattr(realscan, "val_metrics", lambda cli: (0.5, 0.25))
+    monkeypatch.setattr(realscan, "cli_scores", lambda cli, k: (0.5, 0.25, [None] * k))
     monkeypatch.setattr(benchmarks._common, "RESULTS", tmp_path / "results")
     out = tmp_path / "r.jsonl"
     realscan.main([
@@ -304,6 +312,10 @@ def test_network_rows_run_end_to_end(rooms: Path, tmp_path: Path, monkeypatch) -
     assert set(records) == set(rows) and records["teacher"]["teacher"] == str(tmp_path / "tiny-vit")
     for row in rows:
         assert 0 < results[row][0][0] <= 1 and 0 < results[row][0][1] <= 1
+        # the per-class IoU the run logged (val/iou/<c>) averages to its mIoU
+        ious = [v for v in records[row]["iou"] if v is not None]
+        assert len(records[row]["iou"]) == records[row]["num_classes"]
+        assert np.mean(ious) == pytest.approx(records[row]["miou"], abs=1e-6)
     train_scene = next((rooms / "train").iterdir())
     assert (train_scene / "cmd_target.npy").is_file()  # the teacher row's feature pass, on rendered views
     assert json.loads((train_scene / "cmd_target.json").read_text())["settings"]["views"] == "render"
@@ -443,7 +455,30 @@ def test_units_ceiling_labels_each_unit_by_its_majority(tmp_path: Path) -> None:
 
     np.save(tmp_path / "segment.npy", np.array([1, 1, 1, 0, 0, 0, -1, 2]))
     np.save(tmp_path / "region.npy", np.array([0, 0, 0, 0, 1, 1, 1, 2]))
-    miou, acc = realscan.units_ceiling(Scenes(), 3, "region")
+    miou, acc, iou = realscan.units_ceiling(Scenes(), 3, "region")
     # predicted: [1, 1, 1, 1, 0, 0, 0, 2]; scored points 0-5 and 7: class 0 IoU 2/3, class 1 3/4, class 2 1
     assert acc == pytest.approx(6 / 7)
     assert miou == pytest.approx((2 / 3 + 3 / 4 + 1) / 3)
+    assert iou == pytest.approx([2 / 3, 3 / 4, 1])
+
+
+def test_class_names_by_count_list_and_ids() -> None:
+    assert realscan.class_names(None, 20)[:2] == ["wall", "floor"]
+    assert realscan.class_names(None, 13)[:2] == ["ceiling", "floor"]
+    assert realscan.class_names(None, 3) == ["0", "1", "2"]
+    assert realscan.class_names("ids", 20)[19] == "19"
+    assert realscan.class_names("a, b,c", 3) == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="2 names for 3 classes"):
+        realscan.class_names("a,b", 3)
+
+
+def test_class_share_counts_the_scored_val_points(tmp_path: Path) -> None:
+    class Scenes:
+        def scene_dirs(self, split):
+            return [tmp_path / "a", tmp_path / "b"] if split == "val" else [tmp_path / "t"]
+
+    for name, seg in (("a", [0, 0, 1, -1]), ("b", [2, 255, 0, 1]), ("t", [2, 2, 2, 2])):
+        (tmp_path / name).mkdir()
+        np.save(tmp_path / name / "segment.npy", np.array(seg))
+    # val points scored: 0, 0, 1, 2, 0, 1 (the -1 and the 255 left out; the training scene not read)
+    assert realscan.class_share(Scenes(), 3) == pytest.approx([3 / 6, 2 / 6, 1 / 6])
