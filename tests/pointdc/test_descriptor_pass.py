@@ -139,6 +139,36 @@ def test_descriptor_inputs_widen_the_network_input(tmp_path: Path) -> None:
     assert batch["sparse"].F.shape[1] == 6 + 14
 
 
+def test_input_coords_z_drops_x_and_y_and_is_invariant_to_turns_about_z(tmp_path: Path) -> None:
+    """input_coords z: RGB in [-0.5, 0.5] and z, written out from the stored arrays; unchanged when the
+    scene turns about z, where the release's xyz input changes; 4 + 14 columns with the descriptors."""
+    from unsup3d.data.transforms import RandomRotateZ
+
+    rng = np.random.default_rng(0)
+    coord = rng.uniform(-2, 2, (500, 3)).astype(np.float32)
+    color = rng.integers(0, 256, (500, 3)).astype(np.uint8)
+    sample = {"coord": coord, "color": color}
+    z_only = SceneFolderDataModule(root=str(tmp_path), input_coords="z").input_features()
+    xyz = SceneFolderDataModule(root=str(tmp_path)).input_features()
+    expected = np.c_[color / 255.0 - 0.5, coord[:, 2]]
+    np.testing.assert_allclose(z_only(sample), expected, rtol=0, atol=1e-6)
+    turned = RandomRotateZ()(dict(sample), np.random.default_rng(3))
+    assert not np.allclose(turned["coord"][:, :2], coord[:, :2], atol=1e-3)
+    np.testing.assert_allclose(z_only(turned), z_only(sample), rtol=0, atol=1e-5)
+    assert not np.allclose(xyz(turned), xyz(sample), atol=1e-3)
+    with pytest.raises(ValueError, match="input_coords"):
+        SceneFolderDataModule(root=str(tmp_path), input_coords="xy")
+
+    _scenes(tmp_path)
+    dm = SceneFolderDataModule(
+        root=str(tmp_path), voxel_size=0.05, descriptors=True, descriptor_inputs=True, input_coords="z"
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["sparse"].F.shape[1] == 4 + 14
+
+
 def test_descriptor_settings_are_checked_when_given() -> None:
     from unsup3d.pointdc.descriptor_pass import as_descriptors
 

@@ -39,13 +39,13 @@ def color_coord_features(sample: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate([color_features(sample), centred], axis=1)
 
 
-def color_coord_descriptor_features(sample: dict[str, np.ndarray]) -> np.ndarray:
-    """The teacher-free path's network input: :func:`color_coord_features` followed by the points'
-    hand-made descriptors (``descriptor``, 14 columns in about [0, 1], centred here on 0): 20 channels.
-    The descriptors are invariant to the equivariant augmentations' turns and flips about z."""
-    return np.concatenate(
-        [color_coord_features(sample), sample["descriptor"].astype(np.float32) - 0.5], axis=1
-    )
+def color_height_features(sample: dict[str, np.ndarray]) -> np.ndarray:
+    """RGB in [-0.5, 0.5] and the height z only (4 channels): :func:`color_coord_features` without x
+    and y. A point's place in the horizontal plane says nothing of its class, and where x and y are
+    inputs the unaugmented features of a room's walls differ with their side of the room, which the
+    clustering pass reads (the teacher-free recipe split the walls by side; README)."""
+    coord = sample["coord"].astype(np.float32)
+    return np.concatenate([color_features(sample), coord[:, 2:]], axis=1)
 
 
 def xyz_intensity_features(sample: dict[str, np.ndarray]) -> np.ndarray:

@@ -10,10 +10,13 @@ the same names, so a recipe picks PointDC's ScanNet as ``unsup3d.pointdc.datamod
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Literal
 
+import numpy as np
+
 from unsup3d.data import indoor_datamodules as indoor
-from unsup3d.data.datasets import FeatureFn, color_coord_descriptor_features
+from unsup3d.data.datasets import FeatureFn, color_coord_features, color_height_features
 from unsup3d.data.scene_folder import list_scenes, usable_scenes
 from unsup3d.pointdc.descriptor_pass import DESCRIPTOR_KEY, Descriptors, as_descriptors, run_descriptor_pass
 from unsup3d.pointdc.feature_pass import (
@@ -34,6 +37,16 @@ __all__ = [
 ]
 
 
+#: the network's input besides the descriptors, by ``input_coords``
+INPUT_COORDS: dict[str, FeatureFn] = {"xyz": color_coord_features, "z": color_height_features}
+
+
+def with_descriptors(base: FeatureFn, sample: dict[str, np.ndarray]) -> np.ndarray:
+    """``base``'s input followed by the points' hand-made descriptors (``descriptor``, 14 columns in
+    about [0, 1], centred here on 0), invariant to the augmentations' turns and flips about z."""
+    return np.concatenate([base(sample), sample["descriptor"].astype(np.float32) - 0.5], axis=1)
+
+
 class PointDCDataModule(indoor.IndoorDataModule):
     """An indoor data module with CMD's feature pass and the teacher-free path's descriptor pass; the
     modules below put it before a dataset's module (``class X(PointDCDataModule, indoor.X)``).
@@ -47,9 +60,13 @@ class PointDCDataModule(indoor.IndoorDataModule):
             (:class:`~unsup3d.pointdc.descriptor_pass.Descriptors`; ``true`` for the defaults). When
             set, ``prepare_data`` writes ``descriptor.npy`` into the scenes (resumable), and batches
             carry it as the per-point ``descriptor``.
-        descriptor_inputs: the network also reads the descriptors: its input becomes RGB, centred
-            coordinates and the 14 descriptor columns (``in_channels: 20``;
-            :func:`~unsup3d.data.datasets.color_coord_descriptor_features`).
+        descriptor_inputs: the network also reads the descriptors: its input becomes RGB, the
+            coordinates of ``input_coords`` and the 14 descriptor columns (``in_channels: 20``, or 18
+            with ``input_coords: z``; :func:`with_descriptors`).
+        input_coords: which coordinates the network reads beside RGB: ``xyz`` (PointDC's release: x and
+            y centred on the scene, and z; ``in_channels: 6``) or ``z``, the height alone
+            (``in_channels: 4``; :func:`~unsup3d.data.datasets.color_height_features`), so that a
+            point's side of the room is not an input.
         units: the segments every stage pools over as super-voxels: ``superpoint`` (the dataset's), or
             ``region``, the descriptor pass's grown super-voxels (the teacher-free recipe's: a floor or a
             wall is a few regions, so Eq. 8's K-means, which counts segments, does not spend half its
@@ -61,13 +78,16 @@ class PointDCDataModule(indoor.IndoorDataModule):
         feature_targets: FeatureTargets | None = None,
         descriptors: Descriptors | bool | None = None,
         descriptor_inputs: bool = False,
+        input_coords: Literal["xyz", "z"] = "xyz",
         units: Literal["superpoint", "region"] = "superpoint",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.descriptor_inputs, self.units = descriptor_inputs, units
+        self.descriptor_inputs, self.units, self.input_coords = descriptor_inputs, units, input_coords
         if units not in ("superpoint", "region"):
             raise ValueError(f"units must be 'superpoint' or 'region', got {units!r}")
+        if input_coords not in INPUT_COORDS:
+            raise ValueError(f"input_coords must be one of {sorted(INPUT_COORDS)}, got {input_coords!r}")
         if (descriptor_inputs or units == "region") and descriptors in (None, False):
             raise ValueError("descriptor_inputs and units: region need the descriptor pass: set descriptors")
         self.feature_targets = as_feature_targets(feature_targets)
@@ -81,9 +101,10 @@ class PointDCDataModule(indoor.IndoorDataModule):
         return self.units
 
     def input_features(self) -> FeatureFn:
+        base = INPUT_COORDS[self.input_coords]
         if self.descriptor_inputs:  # every split needs them then: the network reads them
-            return color_coord_descriptor_features
-        return super().input_features()
+            return partial(with_descriptors, base)
+        return base
 
     def prepare_feature_targets(self) -> dict[str, int]:
         """Run CMD's feature pass over the prepared scenes of ``feature_targets.splits``."""
