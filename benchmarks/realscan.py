@@ -276,31 +276,32 @@ def class_names(spec: str | None, num_classes: int) -> list[str]:
     known = {"scannet20": SCANNET20_CLASS_NAMES, "s3dis": S3DIS_CLASS_NAMES}
     if spec is None:
         spec = {20: "scannet20", 13: "s3dis"}.get(num_classes, "ids")
-    names = list(known[spec]) if spec in known else None
-    if spec == "ids":
+    if spec in known:
+        names = list(known[spec])
+    elif spec == "ids":
         names = [str(c) for c in range(num_classes)]
-    if names is None:
+    else:
         names = [n.strip() for n in spec.split(",")]
     if len(names) != num_classes:
         raise ValueError(f"--class-names: {len(names)} names for {num_classes} classes")
     return names
 
 
-def print_class_table(records: dict, rows: list[str], seeds: int, names: list[str]) -> None:
-    """IoU % of each class (mean over the seeds where the class is in val) for every row, with the
-    class's share of the labelled val points when the records carry it."""
-    shares = next((r.get("class_share") for r in records.values() if r.get("class_share")), None)
+def print_class_table(
+    records: dict, rows: list[str], seeds: int, names: list[str], shares: list[float]
+) -> None:
+    """IoU % of each class (mean over the seeds where the class is in val) for every row, beside the
+    class's share of the labelled val points (:func:`class_share`)."""
     print(f"\nIoU per class, %, mean of {seeds} seeds")
     widths = [max(6, len(row)) for row in rows]
     print(f"{'class':18s} {'val pts':>8s} " + " ".join(f"{r:>{w}s}" for r, w in zip(rows, widths)))
     for c, name in enumerate(names):
-        share = f"{100 * shares[c]:7.1f}%" if shares else f"{'':8s}"
         cells = []
         for row, w in zip(rows, widths):
             vals = [records[(row, s)]["iou"][c] for s in range(seeds)]
             vals = [v for v in vals if v is not None]
             cells.append(f"{100 * np.mean(vals):{w}.1f}" if vals else f"{'-':>{w}s}")
-        print(f"{name[:18]:18s} {share} " + " ".join(cells))
+        print(f"{name[:18]:18s} {100 * shares[c]:7.1f}% " + " ".join(cells))
 
 
 def class_share(dm: SceneFolderDataModule, num_classes: int) -> list[float]:
@@ -579,7 +580,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[tuple[float, float]]]:
     for row in rows:
         miou, acc = (np.array(results[row]) * 100).T
         print(f"{row:22s} {miou.mean():6.2f} ({miou.std():4.2f}) {acc.mean():6.2f} ({acc.std():4.2f})")
-    print_class_table(records, rows, args.seeds, names)
+    print_class_table(records, rows, args.seeds, names, args.class_share)
     return results
 
 
