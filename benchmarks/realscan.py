@@ -28,13 +28,18 @@ descriptors are added to the scene folders once. Rows, each Hungarian-matched on
 - ``teacher`` (with ``--teacher``): CMD from the 2D teacher on views rendered from the clouds, then the
   SVC recipe (``experiments/quickstart/pointdc_svc.yaml``: over the grown regions).
 
-``--descriptors JSON`` changes the descriptor pass's settings for every row (e.g. the first version's
+Every row prepares and reads the descriptor settings of the teacher-free SVC recipe's data module
+(:func:`descriptor_settings`), and the teacher-free rows pool over that recipe's units.
+``--descriptors JSON`` changes those settings for every row (e.g. the first version's
 ``'{"outline": "hull", "column_cap": null}'``); they are cached in the scene folders, so two runs
 with different settings must not share a root at the same time.
 
 ``ceiling-superpoints`` / ``ceiling-regions`` (run only when named in ``--rows``) are DIAGNOSTICS that
 read the labels: each val unit labelled with its majority class, the best any row pooling over those
-units could score.
+units could score. ``kmeans-merged`` (only when named; needs ``--descriptors '{"merge_regions": G}'``)
+is ``kmeans-regions`` over the regions merged per scene into ``G`` groups (the data module's
+``units: merged``, which ``--teacher-free-args '--data.init_args.units merged'`` gives the teacher-free
+rows).
 
 ``--clusters K`` (more than the classes) over-clusters the K-means rows and the teacher-free rows into
 ``K`` clusters (GrowSP's primitives), merged into the classes by Euclidean K-means of the centroids
@@ -43,6 +48,8 @@ before matching (:func:`unsup3d.training.evaluation.merge_clusters`).
 ``--teacher-free-args '...'`` appends CLI arguments to the two teacher-free rows' SVC recipe (a
 diagnostic of one of its settings, e.g. ``'--model.init_args.superpoint_pooling false'``: Eq. 10 off);
 the JSON rows record them.
+
+``--first-seed N`` runs seeds ``N .. N + --seeds - 1``: more seeds beside an earlier run's.
 
 ``--train-scenes N`` trains and clusters on the first ``N`` training scenes (by name) only, against
 the same val scenes: how a row grows with the data.
@@ -93,10 +100,13 @@ REPO = Path(__file__).resolve().parent.parent
 QUICK = REPO / "experiments" / "quickstart"
 #: diagnostics that read the labels, run only when named in --rows: the units' majority-label ceiling
 CEILING_ROWS = {"ceiling-superpoints": "superpoint", "ceiling-regions": "region"}
+#: rows run only when named in --rows
+NAMED_ONLY = {*CEILING_ROWS, "kmeans-merged"}
 ROWS = (
     *CEILING_ROWS,
     "kmeans-handcrafted",
     "kmeans-regions",
+    "kmeans-merged",
     "random-clustering",
     "teacher-free-untrained",
     "svc-scratch",
@@ -105,12 +115,28 @@ ROWS = (
 )
 
 
-def recipe_weights() -> dict[str, float]:
-    """The teacher-free SVC recipe's descriptor group weights (the handcrafted row uses the same)."""
+def _recipe() -> dict:
     import yaml
 
-    cfg = yaml.safe_load((QUICK / "pointdc_geometric_svc.yaml").read_text())
-    return dict(cfg["model"]["init_args"]["descriptor_weights"])
+    return yaml.safe_load((QUICK / "pointdc_geometric_svc.yaml").read_text())
+
+
+def recipe_weights() -> dict[str, float]:
+    """The teacher-free SVC recipe's descriptor group weights (the handcrafted row uses the same)."""
+    return dict(_recipe()["model"]["init_args"]["descriptor_weights"])
+
+
+def recipe_units() -> str:
+    """The units the teacher-free SVC recipe pools over."""
+    return _recipe()["data"]["init_args"]["units"]
+
+
+def descriptor_settings(override: dict | None = None) -> dict | None:
+    """The teacher-free SVC recipe's descriptor-pass settings with ``override``'s keys replacing its
+    own (``--descriptors``): what every row prepares and reads, so that the rows, run side by side on
+    one root, never ask for different caches. None: the defaults."""
+    own = _recipe()["data"]["init_args"].get("descriptors", True)
+    return {**(own if isinstance(own, dict) else {}), **(override or {})} or None
 
 
 def data_module(root: Path, voxel_size: float, descriptors: dict | None = None) -> SceneFolderDataModule:
@@ -288,17 +314,17 @@ def class_names(spec: str | None, num_classes: int) -> list[str]:
 
 
 def print_class_table(
-    records: dict, rows: list[str], seeds: int, names: list[str], shares: list[float]
+    records: dict, rows: list[str], seeds: range, names: list[str], shares: list[float]
 ) -> None:
     """IoU % of each class (mean over the seeds where the class is in val) for every row, beside the
     class's share of the labelled val points (:func:`class_share`)."""
-    print(f"\nIoU per class, %, mean of {seeds} seeds")
+    print(f"\nIoU per class, %, mean of {len(seeds)} seeds")
     widths = [max(6, len(row)) for row in rows]
     print(f"{'class':18s} {'val pts':>8s} " + " ".join(f"{r:>{w}s}" for r, w in zip(rows, widths)))
     for c, name in enumerate(names):
         cells = []
         for row, w in zip(rows, widths):
-            vals = [records[(row, s)]["iou"][c] for s in range(seeds)]
+            vals = [records[(row, s)]["iou"][c] for s in seeds]
             vals = [v for v in vals if v is not None]
             cells.append(f"{100 * np.mean(vals):{w}.1f}" if vals else f"{'-':>{w}s}")
         print(f"{name[:18]:18s} {100 * shares[c]:7.1f}% " + " ".join(cells))
@@ -365,9 +391,10 @@ def _quiet(seed: int, work: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def _data(root: Path, args: argparse.Namespace, descriptors: bool) -> list[str]:
-    """The scene-folder data module; with ``descriptors`` the SVC recipes' data: descriptors, and the
-    grown regions as the units SVC pools over; without, the dataset's super-voxels (the release's)."""
+def _data(root: Path, args: argparse.Namespace, descriptors: bool, units: str = "region") -> list[str]:
+    """The scene-folder data module; with ``descriptors`` the SVC recipes' data: descriptors, and
+    ``units`` (default the grown regions) as the units SVC pools over; without, the dataset's
+    super-voxels (the release's)."""
     out = [
         "--data", "unsup3d.pointdc.datamodules.SceneFolderDataModule",
         "--data.init_args.root", str(root),
@@ -375,7 +402,7 @@ def _data(root: Path, args: argparse.Namespace, descriptors: bool) -> list[str]:
         "--data.init_args.batch_size", str(args.batch_size),
         "--data.init_args.descriptors", json.dumps(args.descriptors or True) if descriptors else "null",
     ]  # fmt: skip
-    return [*out, "--data.init_args.units", "region" if descriptors else "superpoint"]
+    return [*out, "--data.init_args.units", units if descriptors else "superpoint"]
 
 
 def _svc(args: argparse.Namespace, seed: int, num_classes: int) -> list[str]:
@@ -406,8 +433,9 @@ def run_row(row: str, root: Path, dm, args: argparse.Namespace, seed: int, k: in
         return units_ceiling(dm, k, CEILING_ROWS[row])
     if row == "kmeans-handcrafted":
         return kmeans_handcrafted(dm, k, seed, clusters=args.clusters)
-    if row == "kmeans-regions":
-        return kmeans_handcrafted(dm, k, seed, unit="region", clusters=args.clusters)
+    if row in ("kmeans-regions", "kmeans-merged"):
+        unit = {"kmeans-regions": "region", "kmeans-merged": "merged"}[row]
+        return kmeans_handcrafted(dm, k, seed, unit=unit, clusters=args.clusters)
     scratch = ["--model.init_args.init_checkpoint", "null"]
     if row == "random-clustering":
         svc = [*_quiet(seed, args.work), *_data(root, args, False), *_svc(args, seed, k), *scratch]
@@ -426,11 +454,12 @@ def run_row(row: str, root: Path, dm, args: argparse.Namespace, seed: int, k: in
             "true",
         ]
     extra += args.teacher_free_args or []
+    own = _data(root, args, True, recipe_units())  # the teacher-free recipe's units
     if row == "teacher-free-untrained":
-        svc = [*_quiet(seed, args.work), *_data(root, args, True), *_svc(args, seed, k), *scratch, *extra]
+        svc = [*_quiet(seed, args.work), *own, *_svc(args, seed, k), *scratch, *extra]
         return cli_scores(run_cli("validate", QUICK / "pointdc_geometric_svc.yaml", svc), k)
     if row == "teacher-free":
-        svc = [*_quiet(seed, args.work), *_data(root, args, True), *_svc(args, seed, k), *extra]
+        svc = [*_quiet(seed, args.work), *own, *_svc(args, seed, k), *extra]
         init = ["--model.init_args.init_checkpoint", "null"]
         if args.teacher_free_cmd:  # CMD distilling the descriptors first
             cmd = [*_cmd(root, args, seed, k, out), *_data(root, args, True)]
@@ -483,6 +512,9 @@ def main(argv: list[str] | None = None) -> dict[str, list[tuple[float, float]]]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", type=Path, required=True, help="scene folders: ROOT/{train,val}/<scene>/")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument(
+        "--first-seed", type=int, default=0, help="seeds FIRST .. FIRST+SEEDS-1 (more seeds beside a run's)"
+    )
     p.add_argument(
         "--teacher", default=None, help="a 2D teacher's name or local folder: adds the teacher row"
     )
@@ -543,9 +575,10 @@ def main(argv: list[str] | None = None) -> dict[str, list[tuple[float, float]]]:
         "--train-scenes", type=int, default=None, help="train on the first n training scenes only (by name)"
     )
     args = p.parse_args(argv)
-    rows = args.rows or [r for r in ROWS if r not in CEILING_ROWS and (r != "teacher" or args.teacher)]
+    rows = args.rows or [r for r in ROWS if r not in NAMED_ONLY and (r != "teacher" or args.teacher)]
     if "teacher" in rows and not args.teacher:
         p.error("the teacher row needs --teacher NAME|PATH")
+    args.descriptors = descriptor_settings(args.descriptors)
     args.source_root = args.root  # the rows run on a view of it where they must (below)
     args.root = held_out_view(writable_view(args.root, args.work), args.work, args.val_every)
     args.root = train_subset_view(args.root, args.work, args.train_scenes)
@@ -558,7 +591,8 @@ def main(argv: list[str] | None = None) -> dict[str, list[tuple[float, float]]]:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text("")
-    jobs = [(row, seed) for seed in range(args.seeds) for row in rows]
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    jobs = [(row, seed) for seed in seeds for row in rows]
     # the longest rows first, so that the last job to finish is a short one
     jobs.sort(key=lambda job: (-ROWS.index(job[0]), job[1]))
     t_all = time.perf_counter()
@@ -568,7 +602,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[tuple[float, float]]]:
         write_row("realscan", record)
     print(f"all rows: {time.perf_counter() - t_all:.0f} s with {args.jobs} process(es)")
     results: dict[str, list[tuple[float, float]]] = {r: [] for r in rows}
-    for seed in range(args.seeds):
+    for seed in seeds:
         for row in rows:
             record = records[(row, seed)]
             results[row].append((record["miou"], record["acc"]))
@@ -580,7 +614,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[tuple[float, float]]]:
     for row in rows:
         miou, acc = (np.array(results[row]) * 100).T
         print(f"{row:22s} {miou.mean():6.2f} ({miou.std():4.2f}) {acc.mean():6.2f} ({acc.std():4.2f})")
-    print_class_table(records, rows, args.seeds, names, args.class_share)
+    print_class_table(records, rows, seeds, names, args.class_share)
     return results
 
 

@@ -187,6 +187,34 @@ def test_descriptor_settings_reach_every_row(rooms: Path, tmp_path: Path, monkey
         assert record["descriptors"] == {"outline": "hull", "column_cap": None}
 
 
+def test_kmeans_merged_row_and_first_seed(rooms: Path, tmp_path: Path, monkeypatch) -> None:
+    """``kmeans-merged`` runs only when named, over the merged regions (``merged.npy``, written when
+    ``--descriptors`` asks for them); ``--first-seed`` shifts the seeds, each row's the row function's
+    for that seed."""
+    import benchmarks._common
+
+    monkeypatch.setattr(benchmarks._common, "RESULTS", tmp_path / "results")
+    assert "kmeans-merged" in realscan.ROWS and "kmeans-merged" in realscan.NAMED_ONLY
+    root = tmp_path / "copy"
+    shutil.copytree(rooms, root)
+    out = tmp_path / "rows.jsonl"
+    args = ["--root", str(root), "--seeds", "2", "--first-seed", "3", "--rows", "kmeans-regions"]
+    args += ["kmeans-merged", "--jobs", "1", "--work", str(tmp_path / "work"), "--json", str(out)]
+    results = realscan.main([*args, "--descriptors", '{"merge_regions": 15}'])
+    records = list(map(json.loads, out.read_text().splitlines()))
+    assert sorted((r["row"], r["seed"]) for r in records) == [
+        ("kmeans-merged", 3), ("kmeans-merged", 4), ("kmeans-regions", 3), ("kmeans-regions", 4)
+    ]  # fmt: skip
+    dm = realscan.data_module(root, 0.05, {"merge_regions": 15})
+    k = realscan.count_classes(dm)
+    for scene in dm.scene_dirs("train"):
+        assert np.load(scene / "merged.npy").max() < 15
+    for row, unit in (("kmeans-regions", "region"), ("kmeans-merged", "merged")):
+        expect = [realscan.kmeans_handcrafted(dm, k, seed, unit=unit)[:2] for seed in (3, 4)]
+        np.testing.assert_allclose(np.array(results[row]), np.array(expect))
+    assert all(r["descriptors"] == {"merge_regions": 15} for r in records)
+
+
 def test_over_clustered_kmeans_rows(rooms: Path, monkeypatch) -> None:
     """--clusters K: K-means into K, merged into the classes before matching (more clusters than
     classes never reach the metric); K <= classes is the plain row."""
@@ -255,7 +283,7 @@ def test_teacher_free_args_reach_the_teacher_free_rows_only(rooms: Path, tmp_pat
         pooling = [cli[i + 1] for i, a in enumerate(cli) if a == "--model.init_args.superpoint_pooling"]
         units = cli[cli.index("--data.init_args.units") + 1]
         by_row[units] = pooling
-    assert by_row["region"] == ["false"]  # the teacher-free rows: the given value, last
+    assert by_row[realscan.recipe_units()] == ["false"]  # the teacher-free rows: the given value, last
     assert by_row["superpoint"] == ["true"]  # svc-scratch: the release's Eq. 10, untouched
     assert len(calls) == 3
     records = {r["row"]: r for r in map(json.loads, (tmp_path / "r.jsonl").read_text().splitlines())}
@@ -356,7 +384,7 @@ def test_read_only_root_is_read_through_a_view(rooms: Path, tmp_path: Path, monk
     for split in ("train", "val"):
         for scene in (rooms / split).iterdir():
             shutil.copytree(scene, src / "train" / f"{split}_{scene.name}", ignore=shutil.ignore_patterns(
-                "superpoint*", "region*", "descriptor*", ".*"))  # fmt: skip
+                "superpoint*", "region*", "merged*", "descriptor*", ".*"))  # fmt: skip
     before = {p: p.read_bytes() for p in src.rglob("*") if p.is_file()}
     real_can_write = realscan.can_write
     monkeypatch.setattr(realscan, "can_write", lambda d: src not in [d, *d.parents] and real_can_write(d))

@@ -219,3 +219,88 @@ def test_colour_keeps_a_door_out_of_its_walls_region() -> None:
         assert share > 0.85, (part, share)
     with pytest.raises(ValueError, match="region_color_weight"):
         Descriptors(region_color_weight=-1.0)
+
+
+def _region_means_loop(coord, region, descriptor, position_weight):
+    """Each region's mean weighted descriptor and scaled position, one region at a time."""
+    from unsup3d.pointdc.descriptor_pass import MERGE_WEIGHTS
+    from unsup3d.pointdc.geometric import descriptor_columns
+
+    scale = np.zeros(descriptor.shape[1])
+    for name, sl in descriptor_columns().items():
+        scale[sl] = MERGE_WEIGHTS.get(name, 0.0)
+    ids = [r for r in np.unique(region) if r >= 0]
+    rows = []
+    for r in ids:
+        m = region == r
+        rows.append(np.r_[(descriptor[m] * scale).mean(0), position_weight * coord[m].mean(0)])
+    return ids, np.array(rows)
+
+
+def test_merge_regions_matches_kmeans_of_the_region_means() -> None:
+    """Regions in three groups (alike descriptors, near each other) merge into those groups, the same
+    partition as scikit-learn's K-means of the region means written out one region at a time; with
+    more groups than regions each region stays alone; points without a region keep -1."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score
+
+    from unsup3d.pointdc.descriptor_pass import merge_regions
+
+    rng = np.random.default_rng(5)
+    region = np.repeat(np.arange(12), 40)
+    group = region % 3  # regions 0, 3, 6, 9 are one group, ...
+    coord = (rng.normal(size=(len(region), 3)) * 0.2 + group[:, None] * [3.0, 0.0, 0.0]).astype(np.float32)
+    descriptor = rng.uniform(0, 0.1, (len(region), 14)).astype(np.float32)
+    descriptor[:, 8] += group * 0.3  # the height column differs between the groups
+    region[:5] = -1
+    merged = merge_regions(coord, region, descriptor, 3, position_weight=0.2)
+    assert (merged[:5] == -1).all() and set(np.unique(merged[5:])) == {0, 1, 2}
+    ids, means = _region_means_loop(coord, region, descriptor, 0.2)
+    ref = KMeans(3, n_init=10, random_state=0).fit_predict(means)
+    ours = np.array([merged[region == r][0] for r in ids])
+    assert adjusted_rand_score(ref, ours) == 1.0
+    assert adjusted_rand_score(np.array(ids) % 3, ours) == 1.0
+    for r in ids:  # a region is never split
+        assert len(np.unique(merged[region == r])) == 1
+    alone = merge_regions(coord, region, descriptor, 50)
+    assert len(np.unique(alone[5:])) == 12 and alone.max() == 11
+    np.testing.assert_array_equal(merge_regions(coord, region, descriptor, 3, 0.2), merged)  # deterministic
+
+
+def test_pass_writes_merged_regions_only_when_asked(tmp_path: Path) -> None:
+    """``merge_regions`` writes ``merged.npy`` (its settings recorded, so a missing file is redone);
+    without it the settings, and so existing caches, are as before."""
+    from unsup3d.pointdc.descriptor_pass import descriptors_problem, merge_regions
+
+    dirs = _scenes(tmp_path, 1)
+    assert "merge_regions" not in Descriptors().settings()
+    cfg = Descriptors(k=8, merge_regions=4, merge_position_weight=0.5)
+    run_descriptor_pass(dirs, cfg)
+    d = dirs[0]
+    merged = np.load(d / "merged.npy")
+    expect = merge_regions(
+        np.load(d / "coord.npy"), np.load(d / "region.npy"), np.load(d / "descriptor.npy"), 4, 0.5
+    )
+    np.testing.assert_array_equal(merged, expect)
+    assert merged.max() < 4
+    assert descriptors_problem(d, cfg.settings()) is None
+    (d / "merged.npy").unlink()
+    assert "merged.npy" in descriptors_problem(d, cfg.settings())
+    run_descriptor_pass(dirs, cfg)
+    np.testing.assert_array_equal(np.load(d / "merged.npy"), merged)
+    with pytest.raises(ValueError, match="merge_regions"):
+        Descriptors(merge_regions=0)
+
+
+def test_units_merged_pool_over_the_merged_regions(tmp_path: Path) -> None:
+    _scenes(tmp_path)
+    dm = SceneFolderDataModule(
+        root=str(tmp_path), voxel_size=0.05, batch_size=1, descriptors={"merge_regions": 3}, units="merged"
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    batch = next(iter(dm.val_dataloader()))
+    stored = np.load(dm.datasets["val"].scene_dirs[int(batch["scene_index"][0])] / "merged.npy")
+    np.testing.assert_array_equal(batch["superpoint_id"].numpy(), stored[batch["point_index"].numpy()])
+    with pytest.raises(ValueError, match="merge_regions"):
+        SceneFolderDataModule(root=str(tmp_path), descriptors=True, units="merged")

@@ -70,7 +70,8 @@ class PointDCDataModule(indoor.IndoorDataModule):
         units: the segments every stage pools over as super-voxels: ``superpoint`` (the dataset's), or
             ``region``, the descriptor pass's grown super-voxels (the teacher-free recipe's: a floor or a
             wall is a few regions, so Eq. 8's K-means, which counts segments, does not spend half its
-            clusters on them).
+            clusters on them); or ``merged``, those regions merged per scene into groups
+            (``descriptors.merge_regions``; :func:`~unsup3d.pointdc.descriptor_pass.merge_regions`).
     """
 
     def __init__(
@@ -79,21 +80,23 @@ class PointDCDataModule(indoor.IndoorDataModule):
         descriptors: Descriptors | bool | None = None,
         descriptor_inputs: bool = False,
         input_coords: Literal["xyz", "z"] = "xyz",
-        units: Literal["superpoint", "region"] = "superpoint",
+        units: Literal["superpoint", "region", "merged"] = "superpoint",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.descriptor_inputs, self.units, self.input_coords = descriptor_inputs, units, input_coords
-        if units not in ("superpoint", "region"):
-            raise ValueError(f"units must be 'superpoint' or 'region', got {units!r}")
+        if units not in ("superpoint", "region", "merged"):
+            raise ValueError(f"units must be 'superpoint', 'region' or 'merged', got {units!r}")
         if input_coords not in INPUT_COORDS:
             raise ValueError(f"input_coords must be one of {sorted(INPUT_COORDS)}, got {input_coords!r}")
-        if (descriptor_inputs or units == "region") and descriptors in (None, False):
-            raise ValueError("descriptor_inputs and units: region need the descriptor pass: set descriptors")
+        if (descriptor_inputs or units != "superpoint") and descriptors in (None, False):
+            raise ValueError(f"descriptor_inputs and units: {units} need the descriptor pass (descriptors)")
         self.feature_targets = as_feature_targets(feature_targets)
         if self.feature_targets is not None:
             self.extra_keys += [k for k in (TARGET_KEY, SEEN_KEY) if k not in self.extra_keys]
         self.descriptors = as_descriptors(descriptors)
+        if units == "merged" and self.descriptors is not None and self.descriptors.merge_regions is None:
+            raise ValueError("units: merged needs descriptors.merge_regions (how many groups a scene)")
         if self.descriptors is not None and DESCRIPTOR_KEY not in self.extra_keys:
             self.extra_keys.append(DESCRIPTOR_KEY)
 

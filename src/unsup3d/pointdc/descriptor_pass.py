@@ -19,16 +19,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from unsup3d.clustering import kmeans
 from unsup3d.data.prepare import Job, npy_problem, run_jobs, write_json_atomic
 from unsup3d.data.scene_folder import add_arrays, read_scene, scene_normals
 from unsup3d.data.superpoints import estimate_normals, felzenszwalb_superpoints
-from unsup3d.pointdc.geometric import check_outline, point_descriptors
+from unsup3d.pointdc.geometric import check_outline, point_descriptors, weight_columns
 
 #: bump when the descriptors a given setting produces change
 DESCRIPTOR_VERSION = 3
 DESCRIPTOR_KEY = "descriptor"
 REGION_KEY = "region"
+MERGED_KEY = "merged"
+#: group weights of the descriptors that :func:`merge_regions` compares (the teacher-free recipe's)
+MERGE_WEIGHTS = {"color": 0.5, "normal": 1.0, "shape": 1.0, "height": 1.0, "context": 1.0, "segment": 1.0}
 
 
 @dataclass
@@ -62,6 +67,12 @@ class Descriptors:
             regions went from 17.97 to 20.05 % mIoU (3 seeds). With the colours made noisier
             (``rooms_as_scene_folders.py --noisy-colour``: sigma 20 and a +-25 % lighting field) 1.0
             still gained (17.17 -> 18.70), where 4.0 cut walls into pieces and lost (17.37).
+        merge_regions: with a number ``G``, the pass also writes ``merged.npy``: each scene's regions
+            merged into at most ``G`` groups (:func:`merge_regions`, after GrowSP's growing superpoints,
+            which ends at 30 a ScanNet scene), that SVC can pool over (the data module's
+            ``units: merged``). None (default): not written.
+        merge_position_weight: weight of the regions' mean positions (metres) beside their mean
+            descriptors when they are merged: how far apart two regions may lie and still merge.
         splits: splits that get descriptors (SVC's validation reads them only where it pools with them).
     """
 
@@ -71,6 +82,8 @@ class Descriptors:
     outline: str = "footprint"
     region_c: float = 2.0
     region_color_weight: float = 1.0
+    merge_regions: int | None = None
+    merge_position_weight: float = 0.2
     splits: list[str] = field(default_factory=lambda: ["train", "val"])
 
     def __post_init__(self) -> None:
@@ -79,9 +92,14 @@ class Descriptors:
             raise ValueError(f"descriptors.column_cap must be positive or null, got {self.column_cap}")
         if self.region_color_weight < 0:
             raise ValueError(f"descriptors.region_color_weight must be >= 0, got {self.region_color_weight}")
+        if self.merge_regions is not None and self.merge_regions < 1:
+            raise ValueError(f"descriptors.merge_regions must be >= 1 or null, got {self.merge_regions}")
+        if self.merge_position_weight < 0:
+            w = self.merge_position_weight
+            raise ValueError(f"descriptors.merge_position_weight must be >= 0, got {w}")
 
     def settings(self) -> dict[str, Any]:
-        return {
+        out = {
             "version": DESCRIPTOR_VERSION,
             "k": self.k,
             "column": self.column,
@@ -90,6 +108,9 @@ class Descriptors:
             "column_cap": self.column_cap,
             "outline": self.outline,
         }
+        if self.merge_regions is not None:  # absent otherwise, so that caches without them stay current
+            out.update(merge_regions=self.merge_regions, merge_position_weight=self.merge_position_weight)
+        return out
 
 
 def as_descriptors(value: Descriptors | dict[str, Any] | bool | None) -> Descriptors | None:
@@ -118,7 +139,8 @@ def descriptors_problem(scene_dir: Path, settings: dict[str, Any]) -> str | None
         return "descriptor.json is unreadable"
     if recorded != settings:
         return "other settings"
-    for key in (DESCRIPTOR_KEY, REGION_KEY):  # both arrays are the pass's output
+    keys = (DESCRIPTOR_KEY, REGION_KEY) + ((MERGED_KEY,) if "merge_regions" in settings else ())
+    for key in keys:  # the pass's output
         problem = npy_problem(scene_dir / f"{key}.npy")
         if problem:
             return f"{key}.npy: {problem}"
@@ -167,6 +189,45 @@ def grow_regions(
     return out
 
 
+def merge_regions(
+    coord: np.ndarray,
+    region: np.ndarray,
+    descriptor: np.ndarray,
+    groups: int,
+    position_weight: float = 0.2,
+    seed: int = 0,
+) -> np.ndarray:
+    """Each point's group of regions: the scene's regions merged into ``min(groups, R)`` groups by
+    Euclidean K-means (k-means++, 3 restarts) of their mean descriptors (weighted by
+    :data:`MERGE_WEIGHTS`) beside ``position_weight`` times their mean position (metres). After GrowSP's
+    growing superpoints (Zhang et al., CVPR 2023, Sec. 3.2: per scene, K-means of the superpoints'
+    features and positions into a number that shrinks from 80 to 30), on the hand-made descriptors
+    instead of the network's features, once. Regions are planar patches (a chair is its seat, its
+    back and its legs); merged, a unit pools a piece of furniture's parts, and K-means of the units
+    counts the furniture instead of its parts. Points without a region (-1) keep -1; ids are
+    0..G-1."""
+    region = np.asarray(region, dtype=np.int64)
+    out = np.full(len(region), -1, dtype=np.int64)
+    has = region >= 0
+    if not has.any():
+        return out
+    ids, inverse = np.unique(region[has], return_inverse=True)
+    count = np.bincount(inverse).astype(np.float64)
+    feats = np.concatenate(
+        [weight_columns(descriptor[has], MERGE_WEIGHTS), position_weight * np.asarray(coord)[has]], axis=1
+    ).astype(np.float64)
+    means = np.stack([np.bincount(inverse, feats[:, j], len(ids)) for j in range(feats.shape[1])], 1)
+    means /= count[:, None]
+    k = min(int(groups), len(ids))
+    if k == len(ids):
+        assign = np.arange(len(ids))
+    else:
+        result = kmeans(torch.from_numpy(means).float(), k, niter=80, nredo=3, seed=seed, distributed=False)
+        assign = result.assignments.numpy()
+    out[has] = np.unique(assign[inverse], return_inverse=True)[1]
+    return out
+
+
 def _output_problem(output: Path, settings: dict[str, Any]) -> str | None:
     # a job's check (module level, so worker processes can unpickle it)
     return descriptors_problem(output.parent, settings)
@@ -188,7 +249,12 @@ def scene_descriptors(scene_dir: Path, cfg: Descriptors) -> None:
         column_cap=cfg.column_cap,
         outline=cfg.outline,
     )
-    add_arrays(scene_dir, {DESCRIPTOR_KEY: desc, REGION_KEY: region})
+    arrays = {DESCRIPTOR_KEY: desc, REGION_KEY: region}
+    if cfg.merge_regions is not None:
+        arrays[MERGED_KEY] = merge_regions(
+            scene["coord"], region, desc, cfg.merge_regions, cfg.merge_position_weight
+        )
+    add_arrays(scene_dir, arrays)
     write_json_atomic(_settings_file(scene_dir), cfg.settings())
 
 
@@ -214,9 +280,12 @@ def run_descriptor_pass(scene_dirs: Sequence[Path], cfg: Descriptors, workers: i
 
 __all__ = [
     "DESCRIPTOR_KEY",
+    "MERGED_KEY",
+    "MERGE_WEIGHTS",
     "REGION_KEY",
     "Descriptors",
     "grow_regions",
+    "merge_regions",
     "as_descriptors",
     "descriptors_problem",
     "run_descriptor_pass",
