@@ -200,12 +200,12 @@ def merge_regions(
     """Each point's group of regions: the scene's regions merged into ``min(groups, R)`` groups by
     Euclidean K-means (k-means++, 3 restarts) of their mean descriptors (weighted by
     :data:`MERGE_WEIGHTS`) beside ``position_weight`` times their mean position (metres). After GrowSP's
-    growing superpoints (Zhang et al., CVPR 2023, Sec. 3.2: per scene, K-means of the superpoints'
-    features and positions into a number that shrinks from 80 to 30), on the hand-made descriptors
-    instead of the network's features, once. Regions are planar patches (a chair is its seat, its
-    back and its legs); merged, a unit pools a piece of furniture's parts, and K-means of the units
-    counts the furniture instead of its parts. Points without a region (-1) keep -1; ids are
-    0..G-1."""
+    growing superpoints (Zhang et al., CVPR 2023; its release: per scene, K-means of the superpoints'
+    features, colours, normals and positions into a number that shrinks from 80 to 30), on the
+    hand-made descriptors instead of the network's features, once. Regions are planar patches (a
+    chair is its seat, its back and its legs); merged, a unit pools a piece of furniture's parts, and
+    K-means of the units counts the furniture instead of its parts. Points without a region (-1) keep
+    -1; ids are 0..G-1."""
     region = np.asarray(region, dtype=np.int64)
     out = np.full(len(region), -1, dtype=np.int64)
     has = region >= 0
