@@ -100,13 +100,13 @@ REPO = Path(__file__).resolve().parent.parent
 QUICK = REPO / "experiments" / "quickstart"
 #: diagnostics that read the labels, run only when named in --rows: the units' majority-label ceiling
 CEILING_ROWS = {"ceiling-superpoints": "superpoint", "ceiling-regions": "region"}
+#: the rows of K-means of the descriptors, and the units each pools over
+KMEANS_ROWS = {"kmeans-handcrafted": "superpoint", "kmeans-regions": "region", "kmeans-merged": "merged"}
 #: rows run only when named in --rows
 NAMED_ONLY = {*CEILING_ROWS, "kmeans-merged"}
 ROWS = (
     *CEILING_ROWS,
-    "kmeans-handcrafted",
-    "kmeans-regions",
-    "kmeans-merged",
+    *KMEANS_ROWS,
     "random-clustering",
     "teacher-free-untrained",
     "svc-scratch",
@@ -431,11 +431,8 @@ def run_row(row: str, root: Path, dm, args: argparse.Namespace, seed: int, k: in
     """One row for one seed: (mIoU, accuracy, per-class IoU) as fractions."""
     if row in CEILING_ROWS:
         return units_ceiling(dm, k, CEILING_ROWS[row])
-    if row == "kmeans-handcrafted":
-        return kmeans_handcrafted(dm, k, seed, clusters=args.clusters)
-    if row in ("kmeans-regions", "kmeans-merged"):
-        unit = {"kmeans-regions": "region", "kmeans-merged": "merged"}[row]
-        return kmeans_handcrafted(dm, k, seed, unit=unit, clusters=args.clusters)
+    if row in KMEANS_ROWS:
+        return kmeans_handcrafted(dm, k, seed, unit=KMEANS_ROWS[row], clusters=args.clusters)
     scratch = ["--model.init_args.init_checkpoint", "null"]
     if row == "random-clustering":
         svc = [*_quiet(seed, args.work), *_data(root, args, False), *_svc(args, seed, k), *scratch]

@@ -116,18 +116,25 @@ def test_grown_regions_keep_a_floor_and_a_wall_whole() -> None:
     assert superpoint_purity(grown, part) > 0.97  # a few corner points may go to the other side
 
 
-def test_units_region_pools_over_the_grown_regions(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "units, descriptors, refused",
+    [("region", True, {"descriptors": None}), ("merged", {"merge_regions": 3}, {"descriptors": True})],
+)
+def test_units_pool_over_their_stored_segments(tmp_path: Path, units, descriptors, refused) -> None:
+    """``units: region`` pools over ``region.npy``, ``units: merged`` over ``merged.npy``; each is
+    refused without what writes its file (the descriptor pass; its ``merge_regions``)."""
     _scenes(tmp_path)
     dm = SceneFolderDataModule(
-        root=str(tmp_path), voxel_size=0.05, batch_size=1, descriptors=True, units="region"
+        root=str(tmp_path), voxel_size=0.05, batch_size=1, descriptors=descriptors, units=units
     )
     dm.prepare_data()
     dm.setup("fit")
     batch = next(iter(dm.val_dataloader()))
-    stored = np.load(dm.datasets["val"].scene_dirs[int(batch["scene_index"][0])] / "region.npy")
+    stored = np.load(dm.datasets["val"].scene_dirs[int(batch["scene_index"][0])] / f"{units}.npy")
     np.testing.assert_array_equal(batch["superpoint_id"].numpy(), stored[batch["point_index"].numpy()])
-    with pytest.raises(ValueError, match="descriptor pass"):
-        SceneFolderDataModule(root=str(tmp_path), units="region")
+    match = {"region": "descriptor pass", "merged": "merge_regions"}[units]
+    with pytest.raises(ValueError, match=match):
+        SceneFolderDataModule(root=str(tmp_path), units=units, **refused)
 
 
 def test_descriptor_inputs_widen_the_network_input(tmp_path: Path) -> None:
@@ -290,17 +297,3 @@ def test_pass_writes_merged_regions_only_when_asked(tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.load(d / "merged.npy"), merged)
     with pytest.raises(ValueError, match="merge_regions"):
         Descriptors(merge_regions=0)
-
-
-def test_units_merged_pool_over_the_merged_regions(tmp_path: Path) -> None:
-    _scenes(tmp_path)
-    dm = SceneFolderDataModule(
-        root=str(tmp_path), voxel_size=0.05, batch_size=1, descriptors={"merge_regions": 3}, units="merged"
-    )
-    dm.prepare_data()
-    dm.setup("fit")
-    batch = next(iter(dm.val_dataloader()))
-    stored = np.load(dm.datasets["val"].scene_dirs[int(batch["scene_index"][0])] / "merged.npy")
-    np.testing.assert_array_equal(batch["superpoint_id"].numpy(), stored[batch["point_index"].numpy()])
-    with pytest.raises(ValueError, match="merge_regions"):
-        SceneFolderDataModule(root=str(tmp_path), descriptors=True, units="merged")

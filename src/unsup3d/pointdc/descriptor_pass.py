@@ -26,6 +26,7 @@ from unsup3d.data.prepare import Job, npy_problem, run_jobs, write_json_atomic
 from unsup3d.data.scene_folder import add_arrays, read_scene, scene_normals
 from unsup3d.data.superpoints import estimate_normals, felzenszwalb_superpoints
 from unsup3d.pointdc.geometric import check_outline, point_descriptors, weight_columns
+from unsup3d.vision.projection import superpoint_mean
 
 #: bump when the descriptors a given setting produces change
 DESCRIPTOR_VERSION = 3
@@ -212,17 +213,15 @@ def merge_regions(
     if not has.any():
         return out
     ids, inverse = np.unique(region[has], return_inverse=True)
-    count = np.bincount(inverse).astype(np.float64)
     feats = np.concatenate(
         [weight_columns(descriptor[has], MERGE_WEIGHTS), position_weight * np.asarray(coord)[has]], axis=1
     ).astype(np.float64)
-    means = np.stack([np.bincount(inverse, feats[:, j], len(ids)) for j in range(feats.shape[1])], 1)
-    means /= count[:, None]
+    means, _ = superpoint_mean(torch.from_numpy(feats), torch.from_numpy(inverse), len(ids))
     k = min(int(groups), len(ids))
     if k == len(ids):
         assign = np.arange(len(ids))
     else:
-        result = kmeans(torch.from_numpy(means).float(), k, niter=80, nredo=3, seed=seed, distributed=False)
+        result = kmeans(means.float(), k, niter=80, nredo=3, seed=seed, distributed=False)
         assign = result.assignments.numpy()
     out[has] = np.unique(assign[inverse], return_inverse=True)[1]
     return out
