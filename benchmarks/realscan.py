@@ -95,6 +95,7 @@ from unsup3d.metrics import HungarianMIoU  # noqa: E402
 from unsup3d.pointdc.datamodules import SceneFolderDataModule  # noqa: E402
 from unsup3d.pointdc.geometric import weight_columns  # noqa: E402
 from unsup3d.training.evaluation import merge_clusters  # noqa: E402
+from unsup3d.vision.projection import superpoint_mean  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 QUICK = REPO / "experiments" / "quickstart"
@@ -271,10 +272,8 @@ def _pooled(
     """Each unit's (``superpoint`` or ``region``) mean weighted descriptor, and each point's unit."""
     desc = weight_columns(load_npy(scene_dir / "descriptor.npy"), weights).astype(np.float64)
     sp = _units(scene_dir, unit)
-    n = int(sp.max()) + 1
-    count = np.maximum(np.bincount(sp, minlength=n), 1)
-    means = np.stack([np.bincount(sp, desc[:, j], n) for j in range(desc.shape[1])], 1) / count[:, None]
-    return means.astype(np.float32), sp
+    means, _ = superpoint_mean(torch.from_numpy(desc), torch.from_numpy(sp), int(sp.max()) + 1)
+    return means.numpy().astype(np.float32), sp
 
 
 #: one row and seed's scores: mIoU, accuracy (fractions) and each class's IoU (None: not in val)
