@@ -65,6 +65,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import shutil
 import sys
 import time
@@ -280,12 +281,14 @@ def multiview_clustering(
     *,
     niter: int,
     seed: int,
+    restarts: int = 1,
     target_key: str = TARGET_KEY,
     seen_key: str | None = SEEN_KEY,
     scale: torch.Tensor | None = None,
     unit_key: str = "superpoint",
 ) -> dict[str, float]:
-    """Table 4's *multi-view clustering*: spherical K-means (``num_classes`` clusters, ``seed``) of the
+    """Table 4's *multi-view clustering*: spherical K-means (``num_classes`` clusters, ``seed``, the
+    best of ``restarts`` runs as SVC's clustering keeps) of the
     training rooms' units with a seen point (:func:`unit_features`); each validation unit with a seen
     point takes its nearest centroid by cosine, and its labelled points enter the Hungarian metric;
     units no view saw count as unmatched (:func:`unseen_unmatched`). Returns ``miou`` / ``acc`` (all
@@ -303,9 +306,9 @@ def multiview_clustering(
         feats.append(means[has])
     x = torch.cat(feats)
     if scale is not None:
-        centroids = kmeans(x * scale, num_classes, niter=niter, seed=seed).centroids.float()
+        centroids = kmeans(x * scale, num_classes, niter=niter, seed=seed, nredo=restarts).centroids.float()
     else:
-        centroids = kmeans(x, num_classes, niter=niter, spherical=True, seed=seed).centroids
+        centroids = kmeans(x, num_classes, niter=niter, spherical=True, seed=seed, nredo=restarts).centroids
         centroids = F.normalize(centroids.float(), dim=1)
     metric = HungarianMIoU(num_classes)
     unseen = torch.zeros(num_classes, dtype=torch.int64)
@@ -377,6 +380,13 @@ def main() -> None:
         default=0,
         help="also score each row's network by this many K-means draws (a diagnostic; see the docstring)",
     )
+    p.add_argument(
+        "--svc-args",
+        type=shlex.split,
+        default=[],
+        help="more CLI arguments for every run of the SVC recipe (the random, CMD and SVC rows), e.g. "
+        "'--model.init_args.kmeans_restarts 5' (a diagnostic; recorded in the JSON rows)",
+    )
     args = p.parse_args()
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -411,7 +421,7 @@ def main() -> None:
         cmd_args += ["--trainer.max_epochs", str(args.cmd_epochs)]
         svc_common = [*common, "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
                       "--trainer.callbacks", "[]", "--model.init_args.seed", str(seed),
-                      *svc_teacher]  # fmt: skip
+                      *svc_teacher, *args.svc_args]  # fmt: skip
         if args.svc_epochs is not None:  # validated once, after the last epoch (the rows' numbers)
             svc_common += ["--trainer.max_epochs", str(args.svc_epochs),
                            "--trainer.check_val_every_n_epoch", str(args.svc_epochs)]  # fmt: skip
@@ -424,7 +434,7 @@ def main() -> None:
         svc_hp = random_row.model.hparams  # K and the K-means iterations of the SVC recipe's evaluation
         mv = multiview_clustering(
             cmd_dm.scene_dirs("train"), cmd_dm.scene_dirs("val"), svc_hp.num_classes,
-            niter=svc_hp.kmeans_iters, seed=seed, **targets,
+            niter=svc_hp.kmeans_iters, seed=seed, restarts=svc_hp.kmeans_restarts, **targets,
         )  # fmt: skip
         results[MULTI_VIEW].append((mv.pop("miou"), mv.pop("acc")))
         extras[MULTI_VIEW] = {**mv, "unseen_superpoints": "unmatched"}
@@ -456,7 +466,7 @@ def main() -> None:
             miou, acc = results[name][-1]
             row = {"row": name, "seed": seed, "miou": miou, "acc": acc, "teacher": args.teacher,
                    "units": units, "cmd_epochs": args.cmd_epochs, "svc_epochs": args.svc_epochs,
-                   "val_rooms": args.val_rooms,
+                   "val_rooms": args.val_rooms, "svc_args": args.svc_args or None,
                    "seconds_all_rows": time.perf_counter() - t0, **extras.get(name, {})}  # fmt: skip
             write_row("pointdc_ablation", row)
             if args.json:

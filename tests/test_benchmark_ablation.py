@@ -196,7 +196,8 @@ def test_geometric_teacher_runs_the_teacher_free_recipes(tmp_path, monkeypatch) 
     """--teacher geometric: every run is of the teacher-free recipes; the random and CMD rows cluster
     and score the network's features alone (no descriptors) and are scored again in the joint space
     (``joint_miou``); row 2 clusters the descriptors over the recipe's units; the SVC rows are the
-    recipe's fits from CMD's checkpoint. The rows' numbers are the runs' own."""
+    recipe's fits from CMD's checkpoint. The rows' numbers are the runs' own. ``--svc-args`` reaches
+    every run of the SVC recipe and no CMD run, and the rows record it."""
     import json
     import sys
     from types import SimpleNamespace
@@ -215,7 +216,7 @@ def test_geometric_teacher_runs_the_teacher_free_recipes(tmp_path, monkeypatch) 
     def fake_run_cli(subcommand, config, args):
         calls.append((subcommand, config.name, list(args)))
         n = len(calls)
-        hp = SimpleNamespace(num_classes=3, kmeans_iters=20)
+        hp = SimpleNamespace(num_classes=3, kmeans_iters=20, kmeans_restarts=2)
         return SimpleNamespace(
             model=SimpleNamespace(backbone=torch.nn.Linear(1, 1), hparams=hp),
             trainer=SimpleNamespace(
@@ -229,7 +230,8 @@ def test_geometric_teacher_runs_the_teacher_free_recipes(tmp_path, monkeypatch) 
     monkeypatch.setattr(ablation, "write_row", lambda *a, **k: None)
     out = tmp_path / "rows.jsonl"
     argv = ["pointdc_ablation.py", "--seeds", "1", "--teacher", "geometric", "--json", str(out),
-            "--data-root", str(tmp_path / "data")]  # fmt: skip
+            "--data-root", str(tmp_path / "data"),
+            "--svc-args", "--model.init_args.kmeans_restarts 2"]  # fmt: skip
     monkeypatch.setattr(sys, "argv", argv)
     ablation.main()
 
@@ -249,6 +251,8 @@ def test_geometric_teacher_runs_the_teacher_free_recipes(tmp_path, monkeypatch) 
         assert "--model.init_args.descriptor_weights" not in joint  # the recipe's joint space
         assert joint + ablation.NETWORK_ONLY == alone  # otherwise the same run
     assert [c[0] for c in svc_fits] == ["fit"] * 3
+    for config, args in [(name, a) for _, name, a in calls]:
+        assert has(args, "--model.init_args.kmeans_restarts", "2") == (config == "pointdc_geometric_svc.yaml")
     assert all(has(a, "--model.init_args.init_checkpoint", "cmd.ckpt") for _, _, a in svc_fits)
     rows = {r["row"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert rows["random clustering"]["miou"] == pytest.approx(0.01)
@@ -258,4 +262,5 @@ def test_geometric_teacher_runs_the_teacher_free_recipes(tmp_path, monkeypatch) 
     assert rows["+ super-voxel pooling"]["miou"] == pytest.approx(0.08)
     # row 2 from the descriptors (class-pure colour columns): no network, no run
     assert rows["multi-view clustering"]["miou"] == pytest.approx(1.0)
+    assert all(r["svc_args"] == ["--model.init_args.kmeans_restarts", "2"] for r in rows.values())
     assert rows["multi-view clustering"]["units"] == "region"

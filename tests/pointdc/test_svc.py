@@ -170,6 +170,35 @@ def test_svc_trains_and_checkpoints_its_clustering_state(rooms_root: Path, tmp_p
     assert fresh.labels.state().keys() == model.labels.state().keys()
 
 
+def test_kmeans_restarts_keep_the_lowest_inertia(rooms_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``kmeans_restarts``: the clustering kept is the one of lowest inertia over the restarts, the
+    inertia written out here in float64 over the joint super-voxel features (each row's squared
+    distance to its nearest centroid), against each restart's own seed run alone."""
+    from unsup3d.pointdc.clustering_pass import descriptor_scale, superpoint_features
+
+    dm = _dm(rooms_root, descriptors=True)
+    weights = {"color": 1.0, "height": 2.0, "shape": 0.5, "segment": 1.0}
+    feats, _, _ = superpoint_features(_backbone(), dm.cluster_dataloader(), torch.device("cpu"),
+                                      descriptor_scale(weights))
+    x = feats.double()
+    monkeypatch.setattr("unsup3d.pointdc.svc.rank_share", lambda module: dm.cluster_dataloader())
+
+    def inertia(model: SVCModule) -> float:
+        return float(torch.cdist(x, model.centroids.double()).pow(2).min(1).values.sum())
+
+    def clustered(restarts: int, seed: int) -> SVCModule:
+        model = SVCModule(backbone=_backbone(), num_classes=20, num_clusters=6, descriptor_weights=weights,
+                          kmeans_restarts=restarts, seed=seed, kmeans_iters=10)
+        model.recluster(0)
+        return model
+
+    singles = [inertia(clustered(1, seed)) for seed in range(8)]
+    # a first seed whose own run is not the best of its 4 restarts (restart r uses seed + r)
+    start = next(s for s in range(5) if singles[s] > min(singles[s : s + 4]) * (1 + 1e-4))
+    best = inertia(clustered(4, start))
+    assert best == pytest.approx(min(singles[start : start + 4]), rel=1e-5)
+
+
 @pytest.mark.parametrize(
     "config",
     ["pointdc_svc.yaml", "pointdc_s3dis_svc.yaml", "pointdc_linear_probe.yaml",

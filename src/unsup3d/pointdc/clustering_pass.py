@@ -268,6 +268,7 @@ def cluster_pass(
     seed: int = 0,
     scale: Tensor | None = None,
     feature_cache_mb: float = 0.0,
+    restarts: int = 1,
 ) -> tuple[Tensor, PseudoLabels]:
     """One clustering of the training set; ``loader_fn()`` yields this rank's share of it, unaugmented.
 
@@ -277,7 +278,8 @@ def cluster_pass(
     the pseudo labels of all training scenes (gathered from every rank). It runs in float32 even when
     called under mixed precision: K-means and the labels depend on small differences of cosines.
     Per-point labels reuse pass 1's features where this rank's fit in ``feature_cache_mb`` (module
-    docstring); 0 always runs the network twice.
+    docstring); 0 always runs the network twice. ``restarts`` K-means runs from different
+    initialisations keep the one of lowest inertia (the release's faiss call: 1).
     """
     was_training = backbone.training
     backbone.eval()
@@ -286,7 +288,9 @@ def cluster_pass(
             per_point = nonparametric or superpoint_pooling
             cache = FeatureCache(feature_cache_mb * 2**20) if per_point and feature_cache_mb > 0 else None
             feats, scenes, ids = superpoint_features(backbone, loader_fn(), device, scale, cache)
-            result = kmeans(feats, num_clusters, niter=niter, spherical=scale is None, seed=seed)
+            result = kmeans(
+                feats, num_clusters, niter=niter, spherical=scale is None, seed=seed, nredo=restarts
+            )
             by_sp: dict[int, Tensor] = {}
             by_pt: dict[int, Tensor] = {}
             if per_point:  # the loader (a lazy generator) is read only where the cache is incomplete

@@ -54,6 +54,8 @@ class SVCModule(LightningModule):
         test_superpoint_pooling: pool logits over super-voxels at evaluation (the release does).
         lr / momentum / weight_decay / lr_step / lr_gamma: SGD with StepLR (release: 3e-2, 0.9, 1e-4, 5, 0.8).
         kmeans_iters: Lloyd iterations (release: 80).
+        kmeans_restarts: K-means runs per clustering, from different initialisations; the one of
+            lowest inertia is kept (release: faiss's default, 1).
         fixed_normalize: after warm-up, L2-normalise the point features before the fixed classifier
             (logits ``cos(f, mu) / temperature``). The release does not (``get_fixclassifier``: logits
             ``|f| cos(f, mu)``), the default; with normalised features and ``temperature`` 1 a 20-way
@@ -92,6 +94,7 @@ class SVCModule(LightningModule):
         lr_step: int = 5,
         lr_gamma: float = 0.8,
         kmeans_iters: int = 80,
+        kmeans_restarts: int = 1,
         fixed_normalize: bool = False,
         temperature: float = 1.0,
         descriptor_weights: dict[str, float] | None = None,
@@ -136,6 +139,7 @@ class SVCModule(LightningModule):
             seed=self.hparams.seed + epoch,
             scale=self.scale,
             feature_cache_mb=self.hparams.feature_cache_mb,
+            restarts=self.hparams.kmeans_restarts,
         )
         self.centroids.copy_(centroids.to(self.centroids))
         self.labels = labels
