@@ -127,6 +127,11 @@ def recipe_weights() -> dict[str, float]:
     return dict(_recipe()["model"]["init_args"]["descriptor_weights"])
 
 
+def recipe_restarts() -> int:
+    """The K-means restarts of the teacher-free SVC recipe's clusterings (the K-means rows use them too)."""
+    return int(_recipe()["model"]["init_args"].get("kmeans_restarts", 1))
+
+
 def recipe_units() -> str:
     """The units the teacher-free SVC recipe pools over."""
     return _recipe()["data"]["init_args"]["units"]
@@ -347,14 +352,15 @@ def kmeans_handcrafted(
     unit: str = "superpoint",
     clusters: int | None = None,
 ) -> Scores:
-    """K-means of the training units' descriptors (``unit``: the super-voxels, or the grown ``region``);
-    each val unit takes its nearest centroid. With ``clusters`` > ``num_classes`` the centroids are
+    """K-means of the training units' descriptors (``unit``: the super-voxels, or the grown ``region``),
+    the best of the teacher-free recipe's restarts (:func:`recipe_restarts`); each val unit takes its
+    nearest centroid. With ``clusters`` > ``num_classes`` the centroids are
     merged into ``num_classes`` groups by Euclidean K-means first."""
     weights = recipe_weights()
     train = [_pooled(d, weights, unit)[0] for d in dm.scene_dirs("train")]
     feats = torch.from_numpy(np.concatenate(train))
     clusters = max(clusters or num_classes, num_classes)
-    centroids = kmeans(feats, clusters, niter=80, seed=seed).centroids
+    centroids = kmeans(feats, clusters, niter=80, seed=seed, nredo=recipe_restarts()).centroids
     group = torch.arange(clusters)
     if clusters > num_classes:
         group = merge_clusters(centroids, num_classes, seed=seed, spherical=False)

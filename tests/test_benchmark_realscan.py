@@ -215,6 +215,22 @@ def test_kmeans_merged_row_and_first_seed(rooms: Path, tmp_path: Path, monkeypat
     assert all(r["descriptors"] == {"merge_regions": 15} for r in records)
 
 
+def test_kmeans_rows_restart_as_the_recipe_does(rooms: Path, monkeypatch) -> None:
+    """The K-means rows keep the best of the teacher-free recipe's ``kmeans_restarts`` (1 where the
+    recipe names none), as its own clusterings do."""
+    recipe = realscan._recipe()
+    assert realscan.recipe_restarts() == recipe["model"]["init_args"].get("kmeans_restarts", 1)
+    dm = realscan.prepare(rooms, 0.05)
+    k = realscan.count_classes(dm)
+    seen, real = [], realscan.kmeans
+    monkeypatch.setattr(realscan, "kmeans", lambda *a, **kw: seen.append(kw.get("nredo")) or real(*a, **kw))
+    for restarts in (1, 3):
+        recipe["model"]["init_args"]["kmeans_restarts"] = restarts
+        monkeypatch.setattr(realscan, "_recipe", lambda r=recipe: r)
+        realscan.kmeans_handcrafted(dm, k, 0, unit="region")
+    assert seen == [1, 3]
+
+
 def test_over_clustered_kmeans_rows(rooms: Path, monkeypatch) -> None:
     """--clusters K: K-means into K, merged into the classes before matching (more clusters than
     classes never reach the metric); K <= classes is the plain row."""
