@@ -297,3 +297,16 @@ def test_pass_writes_merged_regions_only_when_asked(tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.load(d / "merged.npy"), merged)
     with pytest.raises(ValueError, match="merge_regions"):
         Descriptors(merge_regions=0)
+
+
+@pytest.mark.parametrize("recipe", ["pointdc_geometric_svc.yaml", "quickstart/pointdc_geometric_svc.yaml"])
+def test_merge_weights_are_the_teacher_free_recipes(recipe: str) -> None:
+    """merge_regions compares regions with the teacher-free SVC recipes' group weights: MERGE_WEIGHTS
+    (the descriptor pass reads no recipe) must say what both recipes' ``descriptor_weights`` say."""
+    import yaml
+
+    from unsup3d.pointdc.descriptor_pass import MERGE_WEIGHTS
+
+    path = Path(__file__).resolve().parents[2] / "experiments" / recipe
+    weights = yaml.safe_load(path.read_text())["model"]["init_args"]["descriptor_weights"]
+    assert {k: float(v) for k, v in weights.items()} == MERGE_WEIGHTS
