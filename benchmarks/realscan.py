@@ -463,8 +463,8 @@ def run_row(row: str, root: Path, dm, args: argparse.Namespace, seed: int, k: in
     if row == "teacher-free":
         svc = [*_quiet(seed, args.work), *own, *_svc(args, seed, k), *extra]
         init = ["--model.init_args.init_checkpoint", "null"]
-        if args.teacher_free_cmd:  # CMD distilling the descriptors first
-            cmd = [*_cmd(root, args, seed, k, out), *_data(root, args, True)]
+        if args.teacher_free_cmd:  # CMD distilling the descriptors first, over the SVC recipe's units
+            cmd = [*_cmd(root, args, seed, k, out), *own]
             cli = run_cli("fit", QUICK / "pointdc_geometric_cmd.yaml", cmd)
             init = ["--model.init_args.init_checkpoint", cli.trainer.checkpoint_callback.last_model_path]
         return cli_scores(run_cli("fit", QUICK / "pointdc_geometric_svc.yaml", [*svc, *init]), k)

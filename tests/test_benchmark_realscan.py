@@ -526,3 +526,34 @@ def test_class_share_counts_the_scored_val_points(tmp_path: Path) -> None:
         np.save(tmp_path / name / "segment.npy", np.array(seg))
     # val points scored: 0, 0, 1, 2, 0, 1 (the -1 and the 255 left out; the training scene not read)
     assert realscan.class_share(Scenes(), 3) == pytest.approx([3 / 6, 2 / 6, 1 / 6])
+
+
+def test_teacher_free_cmd_pools_over_the_recipes_units(rooms: Path, tmp_path: Path, monkeypatch) -> None:
+    """--teacher-free-cmd: CMD distils the descriptors over the units the teacher-free SVC recipe pools
+    over (not a fixed choice), then SVC starts from CMD's last checkpoint."""
+    import argparse
+    from types import SimpleNamespace
+
+    calls = []
+
+    def fake_cli(cmd, cfg, args):
+        calls.append((Path(cfg).name, args))
+        kept = SimpleNamespace(last_model_path="c.ckpt")
+        return SimpleNamespace(trainer=SimpleNamespace(checkpoint_callback=kept))
+
+    monkeypatch.setattr(realscan, "run_cli", fake_cli)
+    monkeypatch.setattr(realscan, "cli_scores", lambda cli, k: (0.5, 0.5, [None] * k))
+    dm = realscan.prepare(rooms, 0.05)
+    args = argparse.Namespace(
+        voxel_size=0.05, batch_size=4, svc_epochs=1, cmd_epochs=1, work=tmp_path, clusters=None,
+        teacher_free_cmd=True, descriptors=None, svc_lr=None, teacher_free_args=None,
+    )  # fmt: skip
+    for units in ("region", "merged"):
+        monkeypatch.setattr(realscan, "recipe_units", lambda units=units: units)
+        calls.clear()
+        realscan.run_row("teacher-free", rooms, dm, args, 0, 20)
+        (cmd_cfg, cmd), (svc_cfg, svc) = calls
+        assert (cmd_cfg, svc_cfg) == ("pointdc_geometric_cmd.yaml", "pointdc_geometric_svc.yaml")
+        for cli in (cmd, svc):
+            assert cli[cli.index("--data.init_args.units") + 1] == units
+        assert svc[len(svc) - 1 - svc[::-1].index("--model.init_args.init_checkpoint") + 1] == "c.ckpt"
