@@ -243,9 +243,9 @@ def held_out_view(root: Path, work: Path, every: int) -> Path:
         "val": [s for i, s in enumerate(scenes) if (i + 1) % every == 0],
     })  # fmt: skip
     n_val = len(scenes) // every
-    print(
-        f"{root}: no val scenes; holding out every {every}th scene by name ({n_val} of {len(scenes)}) as val"
-    )
+    suffix = "th" if every % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(every % 10, "th")
+    nth = f"{every}{suffix}"
+    print(f"{root}: no val scenes; holding out every {nth} scene by name ({n_val} of {len(scenes)}) as val")
     return view
 
 

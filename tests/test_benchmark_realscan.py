@@ -130,7 +130,7 @@ def test_handcrafted_row_and_json(rooms: Path, tmp_path: Path, capsys, monkeypat
     assert np.load(scene / "descriptor.npy").shape == (len(np.load(scene / "coord.npy")), 14)
 
 
-def test_root_without_val_holds_out_every_nth_scene(rooms: Path, tmp_path: Path, monkeypatch) -> None:
+def test_root_without_val_holds_out_every_nth_scene(rooms: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     """All scenes in train/ (``unsup3d import`` with no --val-fraction): every 3rd scene by name is val,
     through symlinks, and both K-means rows (super-voxels, regions) run on that split."""
     import benchmarks._common
@@ -157,6 +157,7 @@ def test_root_without_val_holds_out_every_nth_scene(rooms: Path, tmp_path: Path,
             str(work),
         ]
     )
+    assert "holding out every 3rd scene by name (1 of 3)" in capsys.readouterr().out
     view = work / "split_view"
     assert sorted(p.name for p in (view / "val").iterdir()) == names[2:]
     assert sorted(p.name for p in (view / "train").iterdir()) == names[:2]
