@@ -24,8 +24,12 @@ line (``row``, ``seed``, ``miou``, ``acc`` as fractions, plus the settings), to 
 
 The 2D teacher (``--teacher``):
 
-- ``recipe`` (default): the quickstart's, DINO ViT-S/8 from the local Hugging Face cache, else the
-  tiny RANDOM ViT the recipe allows (whose targets carry colour and texture, no semantics);
+- ``recipe`` (default): the teacher the quickstart runs (:func:`resolve_teacher`): the 2D recipes'
+  DINO ViT-S/8 where its weights are on this machine (``2d-recipe``), else the teacher-free path
+  (``geometric``), the offline recipe (it says which when it starts);
+- ``2d-recipe``: the 2D recipes as they stand: DINO ViT-S/8 from the local Hugging Face cache, else
+  the tiny RANDOM ViT they allow (whose targets carry colour and texture, no semantics; a smoke test
+  of the 2D path, as ``python -m unsup3d.quickstart random-teacher``);
 - a Hugging Face name or a local folder (e.g. a downloaded ``facebook/dino-vits8``): that teacher,
   no random fallback; the paper's comparison;
 - ``oracle``: a DIAGNOSTIC, not the method: the lifted targets of the training and validation rooms
@@ -55,6 +59,7 @@ its last draw happened to give. With the geometric teacher the draws score every
 joint space (beside the descriptors), as its SVC rows are scored.
 
     python benchmarks/pointdc_ablation.py --seeds 3 --json results.jsonl
+    python benchmarks/pointdc_ablation.py --seeds 3 --teacher 2d-recipe
     python benchmarks/pointdc_ablation.py --seeds 3 --teacher ./dino-vits8
     python benchmarks/pointdc_ablation.py --seeds 3 --teacher oracle
     python benchmarks/pointdc_ablation.py --seeds 3 --teacher geometric
@@ -99,6 +104,8 @@ CMD_EPOCHS = 80
 MULTI_VIEW = "multi-view clustering"
 #: the teacher-free path as Table 4's teacher: the descriptors instead of a 2D model's features
 GEOMETRIC = "geometric"
+#: the 2D recipes as they stand (their teacher, else the random ViT they allow)
+TWO_D = "2d-recipe"
 #: the first K-means seed of ``--kmeans-draws`` (apart from the seeds training uses: 0-2 and epochs)
 DRAW_SEED = 100
 #: the feature pass lifts targets onto the validation rooms too: the multi-view row clusters them
@@ -122,6 +129,24 @@ def recipes(teacher: str) -> tuple[Path, Path]:
     return QUICK / "pointdc_cmd.yaml", QUICK / "pointdc_svc.yaml"
 
 
+def resolve_teacher(teacher: str) -> tuple[str, str]:
+    """The teacher ``--teacher`` runs and why. ``recipe`` is the quickstart's choice
+    (:func:`unsup3d.quickstart.pointdc_recipes`): the 2D recipes (``2d-recipe``) where their teacher's
+    weights are on this machine, else the teacher-free path (``geometric``); any other value is itself."""
+    if teacher != "recipe":
+        return teacher, f"{teacher} (as asked)"
+    from unsup3d.quickstart import recipe_teacher, teacher_available
+
+    name = recipe_teacher(QUICK / "pointdc_cmd.yaml")
+    if teacher_available(name):
+        return TWO_D, f"{TWO_D}: the 2D recipes' teacher {name}, whose weights are on this machine"
+    why = (
+        f"{GEOMETRIC}: the weights of the 2D recipes' teacher {name} are not on this machine, so, as the "
+        f"quickstart, the teacher-free path (--teacher {TWO_D} runs the 2D recipes with a random ViT)"
+    )
+    return GEOMETRIC, why
+
+
 def teacher_args(teacher: str, data_root: Path) -> tuple[list[str], list[str]]:
     """Arguments for (CMD, SVC) that put the runs of ``teacher`` on ``data_root`` and, for a named
     teacher, make the feature pass use it with no random fallback. CMD's feature pass lifts targets
@@ -130,7 +155,7 @@ def teacher_args(teacher: str, data_root: Path) -> tuple[list[str], list[str]]:
     common = ["--data.init_args.data_root", str(data_root)]
     if teacher == GEOMETRIC:
         return common, common
-    if teacher in ("recipe", "oracle"):
+    if teacher in (TWO_D, "oracle"):
         return [*common, *TARGET_SPLITS], common
     named = [
         "--data.init_args.feature_targets.teacher", teacher,
@@ -348,7 +373,10 @@ def main() -> None:
     )
     p.add_argument("--svc-epochs", type=int, default=None, help="override the quickstart SVC epochs")
     p.add_argument(
-        "--teacher", default="recipe", help="recipe, oracle, geometric, or a teacher's name / local folder"
+        "--teacher",
+        default="recipe",
+        help="recipe (the quickstart's: 2d-recipe where its weights are here, else geometric), 2d-recipe, "
+        "oracle, geometric, or a teacher's name / local folder",
     )
     p.add_argument(
         "--data-root", type=Path, default=None, help="default: data/benchmarks/pointdc_ablation/<teacher>"
@@ -391,20 +419,22 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text("")
-    tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(args.teacher).name or args.teacher)
+    teacher, why = resolve_teacher(args.teacher)
+    print(f"Table 4's teacher: {why}", flush=True)
+    tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(teacher).name or teacher)
     data_root = args.data_root or Path("data/benchmarks/pointdc_ablation") / tag
-    cmd_teacher, svc_teacher = teacher_args(args.teacher, data_root)
+    cmd_teacher, svc_teacher = teacher_args(teacher, data_root)
     cmd_teacher += room_args(args.val_rooms)
     svc_teacher += room_args(args.val_rooms)
     if args.val_rooms is not None:  # other rooms: a kept CMD checkpoint of the recipe's split must not match
         tag = f"{tag}-val{args.val_rooms}"
     if args.units != "recipe":
         svc_teacher += ["--data.init_args.units", args.units]
-    if args.teacher == "oracle":
+    if teacher == "oracle":
         prepare_oracle(cmd_teacher)
 
-    cmd_recipe, svc_recipe = recipes(args.teacher)
-    geometric = args.teacher == GEOMETRIC
+    cmd_recipe, svc_recipe = recipes(teacher)
+    geometric = teacher == GEOMETRIC
     units = args.units if args.units != "recipe" else recipe_units(svc_recipe)
     results: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in ROWS}
     extras: dict[str, dict] = {}  # the multi-view row's coverage, per seed
@@ -464,7 +494,8 @@ def main() -> None:
         nets.clear()
         for name, _ in ROWS:
             miou, acc = results[name][-1]
-            row = {"row": name, "seed": seed, "miou": miou, "acc": acc, "teacher": args.teacher,
+            row = {"row": name, "seed": seed, "miou": miou, "acc": acc, "teacher": teacher,
+                   "teacher_asked": args.teacher,
                    "units": units, "cmd_epochs": args.cmd_epochs, "svc_epochs": args.svc_epochs,
                    "val_rooms": args.val_rooms, "svc_args": args.svc_args or None,
                    "seconds_all_rows": time.perf_counter() - t0, **extras.get(name, {})}  # fmt: skip
@@ -473,7 +504,7 @@ def main() -> None:
                 with args.json.open("a") as f:
                     f.write(json.dumps(row) + "\n")
 
-    print(f"\nPointDC Table 4, synthetic rooms, teacher {args.teacher}, SVC units {units}, "
+    print(f"\nPointDC Table 4, synthetic rooms, teacher {teacher}, SVC units {units}, "
           f"mean (std) of {args.seeds} seeds, %")  # fmt: skip
     head = f"{'':32s} {'mIoU':>14s} {'Acc':>14s}"
     print(head + (f" {f'mIoU, {args.kmeans_draws} draws':>20s}" if draws else ""))

@@ -192,8 +192,27 @@ def test_descriptor_row_pools_over_the_units_asked_for(tmp_path) -> None:
     assert by_superpoint["miou"] < 0.8
 
 
-def test_geometric_teacher_runs_the_teacher_free_recipes(tmp_path, monkeypatch) -> None:
-    """--teacher geometric: every run is of the teacher-free recipes; the random and CMD rows cluster
+def test_recipe_teacher_is_the_quickstarts_choice(monkeypatch) -> None:
+    """--teacher recipe (the default) runs what the quickstart runs: the 2D recipes where their
+    teacher's weights load here, else the teacher-free path; any other teacher is itself."""
+    import unsup3d.quickstart
+    from benchmarks.pointdc_ablation import GEOMETRIC, TWO_D, resolve_teacher
+
+    asked = []
+    for here in (False, True):
+        available = lambda name, h=here: asked.append(name) or h  # noqa: E731
+        monkeypatch.setattr(unsup3d.quickstart, "teacher_available", available)
+        assert resolve_teacher("recipe")[0] == (TWO_D if here else GEOMETRIC)
+    assert asked == ["facebook/dino-vits8"] * 2  # the 2D CMD recipe's teacher
+    for other in ("oracle", GEOMETRIC, TWO_D, "/models/dino-vits8"):
+        assert resolve_teacher(other)[0] == other
+    assert len(asked) == 2  # no weights looked for
+
+
+@pytest.mark.parametrize("asked", ["geometric", "recipe"])
+def test_geometric_teacher_runs_the_teacher_free_recipes(tmp_path, monkeypatch, asked) -> None:
+    """--teacher geometric (and the default, recipe, on a machine without the 2D teacher's weights):
+    every run is of the teacher-free recipes; the random and CMD rows cluster
     and score the network's features alone (no descriptors) and are scored again in the joint space
     (``joint_miou``); row 2 clusters the descriptors over the recipe's units; the SVC rows are the
     recipe's fits from CMD's checkpoint. The rows' numbers are the runs' own. ``--svc-args`` reaches
@@ -226,10 +245,13 @@ def test_geometric_teacher_runs_the_teacher_free_recipes(tmp_path, monkeypatch) 
             datamodule=SimpleNamespace(scene_dirs=lambda split: train if split == "train" else val),
         )
 
+    import unsup3d.quickstart
+
+    monkeypatch.setattr(unsup3d.quickstart, "teacher_available", lambda name: False)
     monkeypatch.setattr(ablation, "run_cli", fake_run_cli)
     monkeypatch.setattr(ablation, "write_row", lambda *a, **k: None)
     out = tmp_path / "rows.jsonl"
-    argv = ["pointdc_ablation.py", "--seeds", "1", "--teacher", "geometric", "--json", str(out),
+    argv = ["pointdc_ablation.py", "--seeds", "1", "--teacher", asked, "--json", str(out),
             "--data-root", str(tmp_path / "data"),
             "--svc-args", "--model.init_args.kmeans_restarts 2"]  # fmt: skip
     monkeypatch.setattr(sys, "argv", argv)
@@ -264,3 +286,4 @@ def test_geometric_teacher_runs_the_teacher_free_recipes(tmp_path, monkeypatch) 
     assert rows["multi-view clustering"]["miou"] == pytest.approx(1.0)
     assert all(r["svc_args"] == ["--model.init_args.kmeans_restarts", "2"] for r in rows.values())
     assert rows["multi-view clustering"]["units"] == "region"
+    assert {(r["teacher"], r["teacher_asked"]) for r in rows.values()} == {("geometric", asked)}
