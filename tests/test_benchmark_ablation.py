@@ -287,3 +287,6 @@ def test_geometric_teacher_runs_the_teacher_free_recipes(tmp_path, monkeypatch, 
     assert all(r["svc_args"] == ["--model.init_args.kmeans_restarts", "2"] for r in rows.values())
     assert rows["multi-view clustering"]["units"] == "region"
     assert {(r["teacher"], r["teacher_asked"]) for r in rows.values()} == {("geometric", asked)}
+    # with no --val-rooms every run is on the default 6 validation rooms, and the rows say so
+    assert all(has(a, "--data.init_args.num_val", str(ablation.VAL_ROOMS)) for _, _, a in calls)
+    assert ablation.VAL_ROOMS == 6 and {r["val_rooms"] for r in rows.values()} == {6}
