@@ -25,6 +25,9 @@ descriptor measuring the distance to the scan's outline must survive.
 lighting field over each room (a brightness gain of +-25 % from a random low-frequency field, as a
 real scan's exposure and shading vary over its frames) and per-point noise of sigma 20 on top. A stress
 test of what uses the colours to draw boundaries (the grown regions' colour weight).
+``--unsplit`` writes every scene under ``OUT/train/`` (the same scenes), as ``unsup3d import`` without
+``--val-fraction`` leaves a folder: ``realscan.py`` then holds out every 3rd scene by name itself, the
+case of the held-out benchmark (README, "A rehearsal of the held-out run").
 """
 
 from __future__ import annotations
@@ -171,13 +174,16 @@ def write_rooms(
     ceiling: bool = False,
     l_shape: bool = False,
     colour_noise: bool = False,
+    unsplit: bool = False,
 ) -> Path:
-    """Generate the rooms and write them under ``out``; returns ``out``."""
+    """Generate the rooms and write them under ``out`` (with ``unsplit`` every scene under
+    ``out/train/``, the same scenes); returns ``out``."""
     work = out.parent / f".{out.name}-generator"
     dm = SyntheticRoomsDataModule(
         num_scenes=train + val, num_val=val, frames_per_scene=1, generator_seed=seed, data_root=str(work)
     )
     dm.prepare_data()
+    written: set[Path] = set()
     for split in ("train", "val"):
         for i, d in enumerate(list_scenes(dm.prepared_root, split)):
             scene = read_scene(d, ["coord", "color", "segment"])
@@ -189,7 +195,11 @@ def write_rooms(
                 scene = scan_like(scene, np.random.default_rng([seed, i, split == "val"]))
             if colour_noise:
                 scene = noisy_colour(scene, np.random.default_rng([seed, i, split == "val", 3]))
-            write_scene(out / split / d.name, scene)
+            target = out / ("train" if unsplit else split) / d.name
+            if target in written:  # unsplit: a val room must not replace a training room of its name
+                raise FileExistsError(f"{target}: two rooms of one name")
+            written.add(target)
+            write_scene(target, scene)
     return out
 
 
@@ -205,6 +215,12 @@ def main() -> None:
         "--noisy-colour", action="store_true", help="a lighting field and more colour noise in every room"
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--unsplit",
+        action="store_true",
+        help="write every scene under OUT/train/, as unsup3d import without --val-fraction leaves a folder "
+        "(realscan.py then holds out every 3rd scene by name itself)",
+    )
     args = p.parse_args()
     write_rooms(
         args.out,
@@ -215,8 +231,12 @@ def main() -> None:
         args.ceiling,
         args.l_shaped,
         args.noisy_colour,
+        args.unsplit,
     )
-    print(f"{args.out}: {args.train} train, {args.val} val scenes")
+    if args.unsplit:
+        print(f"{args.out}: all {args.train + args.val} scenes in train/")
+    else:
+        print(f"{args.out}: {args.train} train, {args.val} val scenes")
 
 
 if __name__ == "__main__":

@@ -558,3 +558,15 @@ def test_teacher_free_cmd_pools_over_the_recipes_units(rooms: Path, tmp_path: Pa
         for cli in (cmd, svc):
             assert cli[cli.index("--data.init_args.units") + 1] == units
         assert svc[len(svc) - 1 - svc[::-1].index("--model.init_args.init_checkpoint") + 1] == "c.ckpt"
+
+
+def test_unsplit_rooms_are_the_same_scenes_all_in_train(rooms: Path, tmp_path: Path) -> None:
+    """--unsplit: every scene of the split draw, array for array, under train/ and none under val/."""
+    flat = write_rooms(tmp_path / "flat", train=2, val=1, scan_like_rooms=True, unsplit=True)
+    split = {d.name: d for s in ("train", "val") for d in (rooms / s).iterdir()}
+    assert not (flat / "val").exists()
+    assert sorted(d.name for d in (flat / "train").iterdir()) == sorted(split)
+    for name, d in split.items():
+        for key in ("coord", "color", "segment"):
+            got = np.load(flat / "train" / name / f"{key}.npy")
+            np.testing.assert_array_equal(got, np.load(d / f"{key}.npy"))
