@@ -140,16 +140,11 @@ def resolve_teacher(teacher: str) -> tuple[str, str]:
     weights are on this machine, else the teacher-free path (``geometric``); any other value is itself."""
     if teacher != "recipe":
         return teacher, f"{teacher} (as asked)"
-    from unsup3d.quickstart import recipe_teacher, teacher_available
+    from unsup3d.quickstart import pointdc_recipes
 
-    name = recipe_teacher(QUICK / "pointdc_cmd.yaml")
-    if teacher_available(name):
-        return TWO_D, f"{TWO_D}: the 2D recipes' teacher {name}, whose weights are on this machine"
-    why = (
-        f"{GEOMETRIC}: the weights of the 2D recipes' teacher {name} are not on this machine, so, as the "
-        f"quickstart, the teacher-free path (--teacher {TWO_D} runs the 2D recipes with a random ViT)"
-    )
-    return GEOMETRIC, why
+    cmd, _, why = pointdc_recipes(QUICK)
+    chosen = GEOMETRIC if cmd == recipes(GEOMETRIC)[0] else TWO_D
+    return chosen, f"{chosen}, as the quickstart ({why}; --teacher {TWO_D} runs the 2D recipes regardless)"
 
 
 def teacher_args(teacher: str, data_root: Path) -> tuple[list[str], list[str]]:
@@ -432,8 +427,7 @@ def main() -> None:
     cmd_teacher, svc_teacher = teacher_args(teacher, data_root)
     cmd_teacher += room_args(args.val_rooms)
     svc_teacher += room_args(args.val_rooms)
-    if args.val_rooms is not None:  # other rooms: a kept CMD checkpoint of the recipe's split must not match
-        tag = f"{tag}-val{args.val_rooms}"
+    tag = f"{tag}-val{args.val_rooms}"  # other rooms: a kept CMD checkpoint of another split must not match
     if args.units != "recipe":
         svc_teacher += ["--data.init_args.units", args.units]
     if teacher == "oracle":
