@@ -28,6 +28,13 @@ test of what uses the colours to draw boundaries (the grown regions' colour weig
 ``--unsplit`` writes every scene under ``OUT/train/`` (the same scenes), as ``unsup3d import`` without
 ``--val-fraction`` leaves a folder: ``realscan.py`` then holds out every 3rd scene by name itself, the
 case of the held-out benchmark (README, "A rehearsal of the held-out run").
+``--normals`` also writes ``normal.npy``: the generator's vertex normals of its (noisy) mesh, which is
+how Pointcept's ScanNet folders, and so ``unsup3d import`` of them, carry normals: oriented, from the
+faces, not fitted to the points. Every degradation carries them (turned and tilted with the scene);
+the added points get a ceiling's (down), a closing wall's (into the room) or, for clutter, random
+directions. The coordinates, colours and labels are those of the same draw without it, array for
+array. A scene folder with ``normal.npy`` has its super-voxels and regions grown on those normals
+instead of normals estimated from the points: ``realscan.py`` on such a root rehearses that path.
 """
 
 from __future__ import annotations
@@ -68,15 +75,29 @@ def _low_frequency_field(coord: np.ndarray, rng: np.random.Generator) -> np.ndar
 
 
 def _with_points(
-    coord: np.ndarray, color: np.ndarray, segment: np.ndarray, pts: np.ndarray, rgb: np.ndarray, label: int
+    coord: np.ndarray,
+    color: np.ndarray,
+    segment: np.ndarray,
+    pts: np.ndarray,
+    rgb: np.ndarray,
+    label: int,
+    normal: np.ndarray | None = None,
+    pts_normal: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """A scene of ``coord`` / ``color`` / ``segment`` and the added points ``pts`` of colour ``rgb``
-    (clipped to 0-255) and class ``label``."""
-    return {
+    """A scene of ``coord`` / ``color`` / ``segment`` (and ``normal``, where given) and the added points
+    ``pts`` of colour ``rgb`` (clipped to 0-255), class ``label`` and normals ``pts_normal``."""
+    out = {
         "coord": np.concatenate([coord, pts]).astype(np.float32),
         "color": np.concatenate([color.astype(np.float64), np.clip(rgb, 0, 255)]).astype(np.uint8),
         "segment": np.concatenate([segment, np.full(len(pts), label, dtype=segment.dtype)]),
     }
+    if normal is not None:
+        out["normal"] = np.concatenate([normal, np.broadcast_to(pts_normal, pts.shape)]).astype(np.float32)
+    return out
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
 
 
 def partial_ceiling(scene: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -89,7 +110,8 @@ def partial_ceiling(scene: dict[str, np.ndarray], rng: np.random.Generator) -> d
     pts = np.column_stack([rng.uniform(lo, hi, (len(floor), 2)), np.full(len(floor), wall[:, 2].max())])
     pts = pts[_low_frequency_field(pts, rng) < rng.uniform(0.0, 0.7)]
     rgb = np.array([225.0, 225.0, 220.0]) * rng.uniform(0.6, 1.0) + rng.normal(scale=6, size=pts.shape)
-    return _with_points(coord, scene["color"], segment, pts, rgb, -1)
+    down = np.array([0.0, 0.0, -1.0])
+    return _with_points(coord, scene["color"], segment, pts, rgb, -1, scene.get("normal"), down)
 
 
 def l_shaped(scene: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -107,7 +129,8 @@ def l_shaped(scene: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str
     keep = ~((coord[:, :2] > cut_lo) & (coord[:, :2] < cut_hi)).all(1)
     z0, z1 = floor[:, 2].mean(), coord[wall, 2].max()
     density = len(floor) / np.prod(hi - lo)  # points a square metre
-    walls = []
+    walls, normals = [], []
+    into_room = np.where(corner == lo, 1.0, -1.0)  # from the cut towards what is left of the room
     for axis in (0, 1):  # the wall at inner[axis], spanning the cut along the other axis
         other = 1 - axis
         length = span_hi[other] - span_lo[other]
@@ -117,16 +140,30 @@ def l_shaped(scene: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str
         pts[:, other] = rng.uniform(span_lo[other], span_hi[other], n)
         pts[:, 2] = rng.uniform(z0, z1, n)
         walls.append(pts)
+        normals.append(np.tile(np.eye(3)[axis] * into_room[axis], (n, 1)))
     new = np.concatenate(walls)
     rgb = color[rng.choice(np.flatnonzero(wall), len(new))].astype(np.float64) + rng.normal(
         scale=4, size=new.shape
     )
-    return _with_points(coord[keep], color[keep], segment[keep], new, rgb, WALL)
+    normal = scene.get("normal")
+    return _with_points(
+        coord[keep],
+        color[keep],
+        segment[keep],
+        new,
+        rgb,
+        WALL,
+        None if normal is None else normal[keep],
+        np.concatenate(normals),
+    )
 
 
 def scan_like(scene: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """The degradations of ``--scan-like`` (see the module docstring) applied to one scene."""
+    """The degradations of ``--scan-like`` (see the module docstring) applied to one scene; its
+    ``normal``, where it has one, is carried (clutter gets random directions, drawn after everything
+    else, so that the other arrays are those of the same draw without normals)."""
     coord = scene["coord"].astype(np.float64)
+    normal = scene.get("normal")
     color = scene["color"].astype(np.float64)
     segment = scene["segment"].copy()
     # density: keep probability from a sum of a few random plane waves, in [0.35, 1]
@@ -137,6 +174,8 @@ def scan_like(scene: dict[str, np.ndarray], rng: np.random.Generator) -> dict[st
         centre = coord[rng.integers(len(coord))]
         keep &= np.linalg.norm(coord - centre, axis=1) > rng.uniform(0.3, 0.8)
     coord, color, segment = coord[keep], color[keep], segment[keep]
+    if normal is not None:
+        normal = normal[keep].astype(np.float64)
     # clutter on horizontal surfaces above the floor (top 20 cm of random points)
     blobs_c, blobs_col, blobs_s = [], [], []
     for i in range(rng.integers(15, 31)):
@@ -147,13 +186,19 @@ def scan_like(scene: dict[str, np.ndarray], rng: np.random.Generator) -> dict[st
         blobs_c.append(pts)
         blobs_col.append(np.tile(rng.uniform(0, 255, 3), (n, 1)) + rng.normal(scale=10, size=(n, 3)))
         blobs_s.append(np.full(n, OTHERFURNITURE if i % 2 == 0 else -1))
+    added = sum(len(b) for b in blobs_c)
     coord = np.concatenate([coord, *blobs_c])
     color = np.concatenate([color, *blobs_col])
     segment = np.concatenate([segment, *blobs_s])
-    coord = coord @ _rotation(rng).T + rng.normal(scale=0.015, size=coord.shape)
+    rotation = _rotation(rng)
+    coord = coord @ rotation.T + rng.normal(scale=0.015, size=coord.shape)
     gain = rng.uniform(0.8, 1.2, 3) * rng.uniform(0.75, 1.25)
     color = np.clip(color * gain + rng.normal(scale=8, size=color.shape), 0, 255)
-    return {"coord": coord.astype(np.float32), "color": color.astype(np.uint8), "segment": segment}
+    out = {"coord": coord.astype(np.float32), "color": color.astype(np.uint8), "segment": segment}
+    if normal is not None:
+        clutter = _unit(rng.normal(size=(added, 3)))  # drawn last: the other arrays are as without normals
+        out["normal"] = (np.concatenate([normal, clutter]) @ rotation.T).astype(np.float32)
+    return out
 
 
 def noisy_colour(scene: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -175,9 +220,10 @@ def write_rooms(
     l_shape: bool = False,
     colour_noise: bool = False,
     unsplit: bool = False,
+    normals: bool = False,
 ) -> Path:
     """Generate the rooms and write them under ``out`` (with ``unsplit`` every scene under
-    ``out/train/``, the same scenes); returns ``out``."""
+    ``out/train/``, the same scenes; with ``normals`` each scene's ``normal.npy`` too); returns ``out``."""
     work = out.parent / f".{out.name}-generator"
     dm = SyntheticRoomsDataModule(
         num_scenes=train + val, num_val=val, frames_per_scene=1, generator_seed=seed, data_root=str(work)
@@ -186,7 +232,7 @@ def write_rooms(
     written: set[Path] = set()
     for split in ("train", "val"):
         for i, d in enumerate(list_scenes(dm.prepared_root, split)):
-            scene = read_scene(d, ["coord", "color", "segment"])
+            scene = read_scene(d, ["coord", "color", "segment", *(["normal"] if normals else [])])
             if l_shape:
                 scene = l_shaped(scene, np.random.default_rng([seed, i, split == "val", 2]))
             if ceiling:
@@ -221,6 +267,11 @@ def main() -> None:
         help="write every scene under OUT/train/, as unsup3d import without --val-fraction leaves a folder "
         "(realscan.py then holds out every 3rd scene by name itself)",
     )
+    p.add_argument(
+        "--normals",
+        action="store_true",
+        help="write normal.npy too: the mesh's vertex normals, as Pointcept's ScanNet folders carry them",
+    )
     args = p.parse_args()
     write_rooms(
         args.out,
@@ -232,6 +283,7 @@ def main() -> None:
         args.l_shaped,
         args.noisy_colour,
         args.unsplit,
+        args.normals,
     )
     if args.unsplit:
         print(f"{args.out}: all {args.train + args.val} scenes in train/")

@@ -570,3 +570,79 @@ def test_unsplit_rooms_are_the_same_scenes_all_in_train(rooms: Path, tmp_path: P
         for key in ("coord", "color", "segment"):
             got = np.load(flat / "train" / name / f"{key}.npy")
             np.testing.assert_array_equal(got, np.load(d / f"{key}.npy"))
+
+
+def _box_room_with_normals(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """:func:`_box_room` with its true normals: the floor's up, each wall's along its axis."""
+    room = _box_room(rng)
+    x, y, z = room["coord"].T
+    normal = np.zeros_like(room["coord"])
+    normal[room["segment"] == 1] = [0, 0, 1]
+    wall = room["segment"] == 0
+    on_x = wall & ((np.abs(x) < 1e-6) | (np.abs(x - 4) < 1e-6)) & (z >= 0)
+    normal[on_x] = [1, 0, 0]
+    normal[wall & ~on_x] = [0, 1, 0]
+    room["normal"] = normal.astype(np.float32)
+    return room
+
+
+def _plane_normals(coord: np.ndarray, idx: np.ndarray, radius: float = 0.2) -> np.ndarray:
+    """The normal of the plane fitted (SVD) to each ``coord[idx]``'s neighbours within ``radius``."""
+    out = []
+    for i in idx:
+        nbr = coord[np.linalg.norm(coord - coord[i], axis=1) < radius]
+        out.append(np.linalg.svd(nbr - nbr.mean(0), full_matrices=False)[2][-1])
+    return np.array(out)
+
+
+def test_normals_are_carried_through_every_degradation() -> None:
+    """--normals: every degradation keeps the other arrays of the same draw and carries unit normals
+    that still lie across the surfaces they sit on (checked against planes fitted to the points)."""
+    room = _box_room_with_normals(np.random.default_rng(8))
+    plain = {k: v for k, v in room.items() if k != "normal"}
+
+    def degrade(scene: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+        scene = l_shaped(scene, np.random.default_rng(1))
+        scene = partial_ceiling(scene, np.random.default_rng(4))
+        scene = scan_like(scene, np.random.default_rng([2, seed]))  # each seed turns the room its own way
+        return noisy_colour(scene, np.random.default_rng(3))
+
+    for seed in range(3):
+        out, ref = degrade(room, seed), degrade(plain, seed)
+        assert set(out) == {"coord", "color", "segment", "normal"} and set(ref) == {
+            "coord",
+            "color",
+            "segment",
+        }
+        for key in ref:
+            np.testing.assert_array_equal(out[key], ref[key])
+        np.testing.assert_allclose(np.linalg.norm(out["normal"], axis=1), 1.0, atol=1e-5)
+        rng = np.random.default_rng(0)
+        for label in (0, 1):  # walls (the closing walls among them) and the floor, turned with the scene
+            idx = rng.choice(np.flatnonzero(out["segment"] == label), 60, replace=False)
+            cos = np.abs((_plane_normals(out["coord"], idx) * out["normal"][idx]).sum(1))
+            assert np.median(cos) > 0.95, (seed, label, np.median(cos))
+    for seed in range(5):  # the ceiling's points (some draws have none) face down
+        with_ceiling = partial_ceiling(room, np.random.default_rng(seed))
+        np.testing.assert_array_equal(
+            with_ceiling["normal"][len(room["coord"]) :],
+            [[0, 0, -1]] * (len(with_ceiling["coord"]) - len(room["coord"])),
+        )
+
+
+def test_written_normals_are_the_meshes(rooms: Path, tmp_path: Path) -> None:
+    """write_rooms(normals=True): the same scenes plus normal.npy, unit, vertical on the floor and
+    horizontal on the walls."""
+    with_normals = write_rooms(tmp_path / "n", train=2, val=1, scan_like_rooms=True, normals=True)
+    for split in ("train", "val"):
+        for d in (rooms / split).iterdir():
+            for key in ("coord", "color", "segment"):
+                np.testing.assert_array_equal(
+                    np.load(with_normals / split / d.name / f"{key}.npy"), np.load(d / f"{key}.npy")
+                )
+            normal = np.load(with_normals / split / d.name / "normal.npy")
+            segment = np.load(d / "segment.npy")
+            assert normal.shape == (len(segment), 3) and normal.dtype == np.float32
+            np.testing.assert_allclose(np.linalg.norm(normal, axis=1), 1.0, atol=1e-5)
+            assert (np.abs(normal[segment == 1, 2]) > 0.95).mean() > 0.9
+            assert (np.abs(normal[segment == 0, 2]) < 0.3).mean() > 0.9
