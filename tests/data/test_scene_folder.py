@@ -88,3 +88,32 @@ def test_settings_key_changes_with_any_setting() -> None:
     a = sf.settings_key({"voxel": 0.02, "sp": "mesh"})
     assert a == sf.settings_key({"sp": "mesh", "voxel": 0.02})
     assert a != sf.settings_key({"voxel": 0.05, "sp": "mesh"})
+
+
+def test_scene_normals_estimate_only_the_unusable_rows(tmp_path: Path) -> None:
+    """normal.npy with a few NaN, infinite or zero rows: those rows are the floor's own normal (up, to
+    the sign), estimated from the points; the others are the given ones at unit length."""
+    rng = np.random.default_rng(1)
+    n = 500
+    coord = np.c_[rng.random((n, 2)) * 3, rng.normal(0, 0.002, n)].astype(np.float32)  # a flat floor
+    given = rng.normal(size=(n, 3)).astype(np.float32) * 5  # anything, not unit
+    bad = np.zeros(n, bool)
+    bad[[3, 40, 41, 200]] = True
+    given[3], given[40], given[41], given[200] = np.nan, np.inf, 0.0, 1e-9
+    d = tmp_path / "s"
+    d.mkdir()
+    assert sf.scene_normals(d, coord) is None  # no file: estimate them all
+    np.save(d / "normal.npy", given)
+    with pytest.warns(UserWarning, match=r"4 of 500 normals are non-finite or zero"):
+        out = sf.scene_normals(d, coord)
+    assert out.dtype == np.float32 and out.shape == (n, 3)
+    np.testing.assert_allclose(
+        out[~bad], given[~bad] / np.linalg.norm(given[~bad], axis=1, keepdims=True), rtol=1e-6
+    )
+    np.testing.assert_allclose(np.abs(out[bad, 2]), 1.0, atol=1e-3)
+    np.save(d / "normal.npy", given[:-1])
+    with pytest.warns(UserWarning, match=r"shape \(499, 3\), not \(500, 3\)"):
+        assert sf.scene_normals(d, coord) is None
+    np.save(d / "normal.npy", np.full((n, 3), np.nan, np.float32))
+    with pytest.warns(UserWarning, match="no usable normal among 500"):
+        assert sf.scene_normals(d, coord) is None

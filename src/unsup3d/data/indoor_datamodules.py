@@ -57,7 +57,7 @@ def _add_superpoints(scene_dir: Path, sp: dict[str, Any]) -> None:
     from unsup3d.data.superpoints import felzenszwalb_superpoints
 
     scene = read_scene(scene_dir, ["coord", "color"] if (scene_dir / "color.npy").is_file() else ["coord"])
-    normal = scene_normals(scene_dir, len(scene["coord"]))
+    normal = scene_normals(scene_dir, scene["coord"])
     add_arrays(
         scene_dir,
         {"superpoint": felzenszwalb_superpoints(scene["coord"], scene.get("color"), normal, workers=1, **sp)},

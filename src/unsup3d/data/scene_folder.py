@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from unsup3d.data.prepare import load_npy, npy_problem, replace_dir, save_npy_atomic, temp_path
+from unsup3d.data.superpoints import estimate_normals
 
 #: dtype each known array is stored with; other arrays (feature targets, ...) keep theirs.
 DTYPES: dict[str, Any] = {
@@ -164,20 +165,43 @@ def settings_key(settings: Mapping[str, Any]) -> str:
     return hashlib.sha1(blob).hexdigest()[:10]
 
 
-def scene_normals(scene_dir: Path, n: int) -> np.ndarray | None:
+def scene_normals(scene_dir: Path, coord: np.ndarray) -> np.ndarray | None:
     """The scene's own unit normals (``normal.npy``, e.g. from the scanner or the mesh) for the super-voxel
-    graph, or None to estimate them: where the file is missing, or unusable (wrong shape, non-finite or
-    zero rows; a warning names it)."""
+    graph and the grown regions, or None to estimate them all from the points ``coord`` (N, 3): where
+    the file is missing, of the wrong shape or holds no usable row (a warning names it).
+
+    Rows that are non-finite or zero (a mesh vertex that no face touches has no normal) are estimated
+    from the points (PCA of 16 neighbours, as without the file) and the others kept, scaled to unit
+    length, so that a few bad rows do not cost the whole scene its normals; a warning counts them.
+    """
     path = scene_dir / "normal.npy"
     if not path.is_file():
         return None
+    n = len(coord)
     normal = load_npy(path).astype(np.float32)
-    length = np.linalg.norm(normal, axis=1) if normal.ndim == 2 else None
-    if normal.shape != (n, 3) or not np.isfinite(normal).all() or not (length > 1e-6).all():
+    if normal.shape != (n, 3):
         warnings.warn(
-            f"{path}: not {n} finite non-zero normals (shape {normal.shape}); super-voxels use normals "
+            f"{path}: shape {normal.shape}, not ({n}, 3); super-voxels use normals estimated from the "
+            "points instead",
+            stacklevel=2,
+        )
+        return None
+    with np.errstate(invalid="ignore", over="ignore"):
+        length = np.linalg.norm(normal, axis=1)
+    ok = np.isfinite(normal).all(axis=1) & (length > 1e-6)
+    if not ok.any() or (not ok.all() and n < 3):
+        warnings.warn(
+            f"{path}: no usable normal among {n} (non-finite or zero); super-voxels use normals "
             "estimated from the points instead",
             stacklevel=2,
         )
         return None
-    return normal / length[:, None]
+    out = normal / np.where(ok, length, 1.0)[:, None]
+    if not ok.all():
+        warnings.warn(
+            f"{path}: {int((~ok).sum())} of {n} normals are non-finite or zero; those are estimated from "
+            "the points, the others kept",
+            stacklevel=2,
+        )
+        out[~ok] = estimate_normals(coord, workers=1)[~ok]
+    return out.astype(np.float32)

@@ -237,7 +237,7 @@ def scene_descriptors(scene_dir: Path, cfg: Descriptors) -> None:
     _settings_file(scene_dir).unlink(missing_ok=True)
     keys = [k for k in ("coord", "color") if (scene_dir / f"{k}.npy").is_file()]
     scene = read_scene(scene_dir, keys)
-    normal = scene_normals(scene_dir, len(scene["coord"]))
+    normal = scene_normals(scene_dir, scene["coord"])
     region = grow_regions(scene["coord"], normal, cfg.region_c, scene.get("color"), cfg.region_color_weight)
     desc = point_descriptors(
         scene["coord"],
