@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from unsup3d.data.prepare import load_npy, npy_problem, replace_dir, save_npy_atomic, temp_path
-from unsup3d.data.superpoints import estimate_normals
 
 #: dtype each known array is stored with; other arrays (feature targets, ...) keep theirs.
 DTYPES: dict[str, Any] = {
@@ -198,6 +197,8 @@ def scene_normals(scene_dir: Path, coord: np.ndarray) -> np.ndarray | None:
         return None
     out = normal / np.where(ok, length, 1.0)[:, None]
     if not ok.all():
+        from unsup3d.data.superpoints import estimate_normals  # scipy's k-NN, only where it is needed
+
         warnings.warn(
             f"{path}: {int((~ok).sum())} of {n} normals are non-finite or zero; those are estimated from "
             "the points, the others kept",
