@@ -188,19 +188,21 @@ def scene_normals(scene_dir: Path, coord: np.ndarray) -> np.ndarray | None:
     with np.errstate(invalid="ignore", over="ignore"):
         length = np.linalg.norm(normal, axis=1)
     ok = np.isfinite(normal).all(axis=1) & (length > 1e-6)
-    if not ok.any() or (not ok.all() and n < 3):
+    bad = int((~ok).sum())
+    if bad and (bad == n or n < 3):  # none usable, or too few points to estimate the bad rows alone
+        what = f"no usable normal among {n}" if bad == n else f"{bad} of {n} normals unusable, too few points"
         warnings.warn(
-            f"{path}: no usable normal among {n} (non-finite or zero); super-voxels use normals "
-            "estimated from the points instead",
+            f"{path}: {what} (non-finite or zero); super-voxels use normals estimated from the points "
+            "instead",
             stacklevel=2,
         )
         return None
     out = normal / np.where(ok, length, 1.0)[:, None]
-    if not ok.all():
+    if bad:
         from unsup3d.data.superpoints import estimate_normals  # scipy's k-NN, only where it is needed
 
         warnings.warn(
-            f"{path}: {int((~ok).sum())} of {n} normals are non-finite or zero; those are estimated from "
+            f"{path}: {bad} of {n} normals are non-finite or zero; those are estimated from "
             "the points, the others kept",
             stacklevel=2,
         )
