@@ -276,3 +276,54 @@ def test_scene_folder_superpoints_follow_the_scenes_own_normals(tmp_path: Path) 
     with pytest.warns(UserWarning, match=r"normal.npy: no usable normal among 2000"):
         indoor.SceneFolderDataModule(root=str(tmp_path / "bad"), voxel_size=0.1).prepare_data()
     assert crossing(tmp_path / "bad") > 0  # no usable normal: estimated instead, as without the file
+
+
+def test_scene_folder_superpoints_are_redone_when_their_settings_or_normals_change(tmp_path: Path) -> None:
+    """Super-voxels computed in place record their settings and normals (``superpoint.json``): the same
+    run again reuses them; another ``superpoint_c`` or a ``normal.npy`` added or removed since
+    recomputes them, without a warning of damage; a ``superpoint.npy`` of the scene's own is kept."""
+    import json
+    import warnings
+
+    from unsup3d.data.superpoints import felzenszwalb_superpoints
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    coord = np.c_[rng.random((n, 2)) * 4, np.zeros(n)].astype(np.float32)
+    left = coord[:, 0] < 2
+    color = np.repeat(30 * (coord[:, 1:2] // 0.5), 3, axis=1).astype(np.uint8)  # 8 bands across x = 2
+    normal = np.where(left[:, None], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]).astype(np.float32)
+    scene = {"coord": coord, "color": color, "segment": np.zeros(n, np.int64)}
+    d = write_scene(tmp_path / "train" / "a", scene)
+    sp_file = d / "superpoint.npy"
+
+    def prepare(c: float = 0.1) -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message="redoing")  # a changed setting is not damage
+            indoor.SceneFolderDataModule(root=str(tmp_path), voxel_size=0.1, superpoint_c=c).prepare_data()
+        return np.load(sp_file)
+
+    def crossing(sp: np.ndarray) -> int:
+        return len(np.intersect1d(sp[left], sp[~left]))
+
+    first = prepare()
+    assert crossing(first) > 0  # estimated normals: all up, nothing stops a colour band at x = 2
+    record = json.loads((d / indoor.SUPERPOINT_RECORD).read_text())
+    assert record["normals"] == "estimated" and record["c"] == 0.1
+    mtime = sp_file.stat().st_mtime_ns
+    prepare()
+    assert sp_file.stat().st_mtime_ns == mtime  # current: skipped
+    np.save(d / "normal.npy", normal)
+    assert crossing(prepare()) == 0  # the scene's normals added: redone on them
+    assert json.loads((d / indoor.SUPERPOINT_RECORD).read_text())["normals"].startswith("normal.npy ")
+    (d / "normal.npy").unlink()
+    np.testing.assert_array_equal(prepare(), first)  # removed again: back to the estimated normals
+    coarse = prepare(c=100.0)  # large enough to merge the bands
+    expect = felzenszwalb_superpoints(coord, color, None, c=100.0, min_size=20, workers=1)
+    np.testing.assert_array_equal(coarse, expect)  # another superpoint_c: redone with it
+    assert len(np.unique(coarse)) < len(np.unique(first))
+    own = (np.arange(n) // 100).astype(np.int64)
+    np.save(sp_file, own)  # the scene's own super-voxels, which the record does not describe
+    np.testing.assert_array_equal(prepare(c=0.1), own)  # kept, whatever the settings
+    (d / indoor.SUPERPOINT_RECORD).unlink()
+    np.testing.assert_array_equal(prepare(c=0.3), own)  # no record at all: kept too

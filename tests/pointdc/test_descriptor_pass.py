@@ -310,3 +310,29 @@ def test_merge_weights_are_the_teacher_free_recipes(recipe: str) -> None:
     path = Path(__file__).resolve().parents[2] / "experiments" / recipe
     weights = yaml.safe_load(path.read_text())["model"]["init_args"]["descriptor_weights"]
     assert {k: float(v) for k, v in weights.items()} == MERGE_WEIGHTS
+
+
+def test_pass_is_redone_when_the_scenes_normals_change(tmp_path: Path) -> None:
+    """``descriptor.json`` records the normals the regions grew on: a ``normal.npy`` added, replaced
+    or removed since recomputes the regions and descriptors on the normals the scene now has."""
+    from unsup3d.data.scene_folder import file_digest
+
+    dirs = _scenes(tmp_path, 1)
+    d, cfg = dirs[0], Descriptors(k=8)
+    run_descriptor_pass(dirs, cfg)
+    assert json.loads((d / "descriptor.json").read_text())["normals"] == "estimated"
+    estimated = np.load(d / "region.npy")
+    coord, color = np.load(d / "coord.npy"), np.load(d / "color.npy")
+    rng = np.random.default_rng(1)
+    for _ in range(2):  # added, then replaced
+        normal = rng.normal(size=(len(coord), 3)).astype(np.float32)
+        normal /= np.linalg.norm(normal, axis=1, keepdims=True)
+        np.save(d / "normal.npy", normal)
+        run_descriptor_pass(dirs, cfg)
+        recorded = json.loads((d / "descriptor.json").read_text())
+        assert recorded["normals"] == f"normal.npy {file_digest(d / 'normal.npy')}"
+        expect = grow_regions(coord, normal, cfg.region_c, color, cfg.region_color_weight)
+        np.testing.assert_array_equal(np.load(d / "region.npy"), expect)
+    (d / "normal.npy").unlink()
+    run_descriptor_pass(dirs, cfg)
+    np.testing.assert_array_equal(np.load(d / "region.npy"), estimated)

@@ -10,17 +10,21 @@ the teacher-free descriptors) lives in :mod:`unsup3d.pointdc.datamodules`; the s
 
 from __future__ import annotations
 
+import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from unsup3d.data.datamodule_base import PointCloudDataModule
 from unsup3d.data.formats.s3dis import S3DIS_CLASS_NAMES
 from unsup3d.data.formats.scannet_labels import SCANNET20_CLASS_NAMES
-from unsup3d.data.prepare import Job, npy_problem, preparation_lock, run_jobs
+from unsup3d.data.prepare import Job, npy_problem, preparation_lock, run_jobs, write_json_atomic
 from unsup3d.data.scene_folder import (
     TRAINING_KEYS,
     add_arrays,
+    file_digest,
     list_scenes,
+    normals_source,
     read_scene,
     scene_dir_problem,
     scene_normals,
@@ -53,15 +57,51 @@ def _prepared_scene_problem(scene_dir: Path) -> str | None:
     return scene_dir_problem(scene_dir, TRAINING_KEYS)
 
 
+#: what a scene folder's super-voxels computed here record: their settings, normals and file's digest
+SUPERPOINT_RECORD = "superpoint.json"
+
+
+def superpoints_problem(scene_dir: Path, sp: dict[str, Any]) -> str | None:
+    """Why a scene folder's ``superpoint.npy`` must be (re)computed with the settings ``sp``, or None.
+
+    Missing or damaged: recomputed. Computed here (``superpoint.json`` records this very file's digest)
+    with other settings or on other normals (``normal.npy`` added, replaced or removed since):
+    ``"other settings"``. A ``superpoint.npy`` that no record describes is the scene's own (e.g. the
+    release's super-voxels, or one written before the records) and is kept: delete it to recompute.
+    """
+    path = scene_dir / "superpoint.npy"
+    problem = npy_problem(path)
+    if problem:
+        return problem
+    try:
+        recorded = json.loads((scene_dir / SUPERPOINT_RECORD).read_text())
+    except (OSError, ValueError):
+        return None  # no readable record: the scene's own
+    if not isinstance(recorded, dict) or recorded.get("digest") != file_digest(path):
+        return None  # a record of another file: this one is the scene's own
+    if {k: v for k, v in recorded.items() if k != "digest"} != {**sp, "normals": normals_source(scene_dir)}:
+        return "other settings"
+    return None
+
+
+def _superpoint_output_problem(output: Path, sp: dict[str, Any]) -> str | None:
+    # a job's check (module level, so worker processes can unpickle it)
+    return superpoints_problem(output.parent, sp)
+
+
 def _add_superpoints(scene_dir: Path, sp: dict[str, Any]) -> None:
     from unsup3d.data.superpoints import felzenszwalb_superpoints
 
+    (scene_dir / SUPERPOINT_RECORD).unlink(missing_ok=True)
+    record = {**sp, "normals": normals_source(scene_dir)}  # before the normals are read
     scene = read_scene(scene_dir, ["coord", "color"] if (scene_dir / "color.npy").is_file() else ["coord"])
     normal = scene_normals(scene_dir, scene["coord"])
     add_arrays(
         scene_dir,
         {"superpoint": felzenszwalb_superpoints(scene["coord"], scene.get("color"), normal, workers=1, **sp)},
     )
+    record["digest"] = file_digest(scene_dir / "superpoint.npy")
+    write_json_atomic(scene_dir / SUPERPOINT_RECORD, record)
 
 
 class IndoorDataModule(PointCloudDataModule):
@@ -190,7 +230,9 @@ class SceneFolderDataModule(IndoorDataModule):
     """Any data already in the scene-folder layout (``<root>/<split>/<scene>/*.npy``), e.g. prepared
     by Pointcept. Scenes without ``superpoint.npy`` get Felzenszwalb-Huttenlocher super-voxels
     added in place by ``prepare_data``, on the scene's own normals where it has ``normal.npy`` (else
-    normals estimated from the points)."""
+    normals estimated from the points), recorded in ``superpoint.json``: a later run with other
+    ``superpoint_c`` / ``superpoint_min_size``, or after ``normal.npy`` was added, replaced or removed,
+    recomputes them (:func:`superpoints_problem`); a ``superpoint.npy`` of the scene's own is kept."""
 
     name = "scene_folder"
     raw_layout = "scene folders <root>/<split>/<scene>/{coord,color,segment}.npy (Pointcept's layout)"
@@ -216,13 +258,24 @@ class SceneFolderDataModule(IndoorDataModule):
     def prepare_data(self) -> None:
         self.check_raw_root()
         with preparation_lock(self.root):
+            dirs = [d for split in ("train", "val") for d in list_scenes(self.root, split)]
+            for d in dirs:  # super-voxels of other settings are not damage: redo them without a warning
+                if superpoints_problem(d, self.sp) == "other settings":
+                    (d / "superpoint.npy").unlink()
+            check = partial(_superpoint_output_problem, sp=self.sp)
             jobs = [
-                Job(f"scene {d}", d / "superpoint.npy", _add_superpoints, (d, self.sp), check=npy_problem)
-                for split in ("train", "val")
-                for d in list_scenes(self.root, split)
+                Job(f"scene {d}", d / "superpoint.npy", _add_superpoints, (d, self.sp), check=check)
+                for d in dirs
             ]
             run_jobs(jobs, self.prepare_workers, desc="super-voxels")
             self.prepare_extra()
 
 
-__all__ = ["IndoorDataModule", "S3DISDataModule", "ScanNetDataModule", "SceneFolderDataModule"]
+__all__ = [
+    "SUPERPOINT_RECORD",
+    "IndoorDataModule",
+    "S3DISDataModule",
+    "ScanNetDataModule",
+    "SceneFolderDataModule",
+    "superpoints_problem",
+]

@@ -164,6 +164,23 @@ def settings_key(settings: Mapping[str, Any]) -> str:
     return hashlib.sha1(blob).hexdigest()[:10]
 
 
+def file_digest(path: str | os.PathLike) -> str:
+    """The SHA-1 of a file's bytes (16 hex digits): what a cache records of an input it was computed from."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def normals_source(scene_dir: Path) -> str:
+    """What :func:`scene_normals` reads for a scene, as the caches computed from its normals (super-voxels,
+    grown regions, descriptors) record it: ``"estimated"`` without ``normal.npy``, else ``"normal.npy
+    <digest>"`` (:func:`file_digest`), so that adding, replacing or removing the file makes them stale."""
+    path = Path(scene_dir) / "normal.npy"
+    return f"normal.npy {file_digest(path)}" if path.is_file() else "estimated"
+
+
 def scene_normals(scene_dir: Path, coord: np.ndarray) -> np.ndarray | None:
     """The scene's own unit normals (``normal.npy``, e.g. from the scanner or the mesh) for the super-voxel
     graph and the grown regions, or None to estimate them all from the points ``coord`` (N, 3): where
