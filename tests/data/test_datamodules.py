@@ -278,13 +278,15 @@ def test_scene_folder_superpoints_follow_the_scenes_own_normals(tmp_path: Path) 
     assert crossing(tmp_path / "bad") > 0  # no usable normal: estimated instead, as without the file
 
 
-def test_scene_folder_superpoints_are_redone_when_their_settings_or_normals_change(tmp_path: Path) -> None:
-    """Super-voxels computed in place record their settings and normals (``superpoint.json``): the same
-    run again reuses them; another ``superpoint_c`` or a ``normal.npy`` added or removed since
-    recomputes them, without a warning of damage; a ``superpoint.npy`` of the scene's own is kept."""
+def test_scene_folder_superpoints_are_redone_when_their_settings_or_sources_change(tmp_path: Path) -> None:
+    """Super-voxels computed in place record their settings and sources (``superpoint.json``): the same
+    run again reuses them; another ``superpoint_c``, a ``normal.npy`` added or removed or the colours
+    replaced since recomputes them, without a warning of damage; a ``superpoint.npy`` of the scene's own
+    is kept."""
     import json
     import warnings
 
+    from unsup3d.data.scene_folder import file_digest
     from unsup3d.data.superpoints import felzenszwalb_superpoints
 
     rng = np.random.default_rng(0)
@@ -309,19 +311,23 @@ def test_scene_folder_superpoints_are_redone_when_their_settings_or_normals_chan
     first = prepare()
     assert crossing(first) > 0  # estimated normals: all up, nothing stops a colour band at x = 2
     record = json.loads((d / indoor.SUPERPOINT_RECORD).read_text())
-    assert record["normals"] == "estimated" and record["c"] == 0.1
+    assert record["sources"]["normal"] is None and record["c"] == 0.1
     mtime = sp_file.stat().st_mtime_ns
     prepare()
     assert sp_file.stat().st_mtime_ns == mtime  # current: skipped
     np.save(d / "normal.npy", normal)
     assert crossing(prepare()) == 0  # the scene's normals added: redone on them
-    assert json.loads((d / indoor.SUPERPOINT_RECORD).read_text())["normals"].startswith("normal.npy ")
+    digest = json.loads((d / indoor.SUPERPOINT_RECORD).read_text())["sources"]["normal"]
+    assert digest == file_digest(d / "normal.npy")
     (d / "normal.npy").unlink()
     np.testing.assert_array_equal(prepare(), first)  # removed again: back to the estimated normals
     coarse = prepare(c=100.0)  # large enough to merge the bands
     expect = felzenszwalb_superpoints(coord, color, None, c=100.0, min_size=20, workers=1)
     np.testing.assert_array_equal(coarse, expect)  # another superpoint_c: redone with it
     assert len(np.unique(coarse)) < len(np.unique(first))
+    np.testing.assert_array_equal(prepare(), first)
+    np.save(d / "color.npy", np.full((n, 3), 120, np.uint8))  # the colours replaced: no more bands
+    np.testing.assert_array_equal(prepare(), np.zeros(n, np.int64))
     own = (np.arange(n) // 100).astype(np.int64)
     np.save(sp_file, own)  # the scene's own super-voxels, which the record does not describe
     np.testing.assert_array_equal(prepare(c=0.1), own)  # kept, whatever the settings

@@ -312,15 +312,16 @@ def test_merge_weights_are_the_teacher_free_recipes(recipe: str) -> None:
     assert {k: float(v) for k, v in weights.items()} == MERGE_WEIGHTS
 
 
-def test_pass_is_redone_when_the_scenes_normals_change(tmp_path: Path) -> None:
-    """``descriptor.json`` records the normals the regions grew on: a ``normal.npy`` added, replaced
-    or removed since recomputes the regions and descriptors on the normals the scene now has."""
+def test_pass_is_redone_when_the_scenes_arrays_change(tmp_path: Path) -> None:
+    """``descriptor.json`` records the arrays the regions and descriptors are computed from: a
+    ``normal.npy`` added, replaced or removed since, or new colours, recomputes them on what the scene
+    now holds."""
     from unsup3d.data.scene_folder import file_digest
 
     dirs = _scenes(tmp_path, 1)
     d, cfg = dirs[0], Descriptors(k=8)
     run_descriptor_pass(dirs, cfg)
-    assert json.loads((d / "descriptor.json").read_text())["normals"] == "estimated"
+    assert json.loads((d / "descriptor.json").read_text())["sources"]["normal"] is None
     estimated = np.load(d / "region.npy")
     coord, color = np.load(d / "coord.npy"), np.load(d / "color.npy")
     rng = np.random.default_rng(1)
@@ -330,9 +331,17 @@ def test_pass_is_redone_when_the_scenes_normals_change(tmp_path: Path) -> None:
         np.save(d / "normal.npy", normal)
         run_descriptor_pass(dirs, cfg)
         recorded = json.loads((d / "descriptor.json").read_text())
-        assert recorded["normals"] == f"normal.npy {file_digest(d / 'normal.npy')}"
+        assert recorded["sources"]["normal"] == file_digest(d / "normal.npy")
         expect = grow_regions(coord, normal, cfg.region_c, color, cfg.region_color_weight)
         np.testing.assert_array_equal(np.load(d / "region.npy"), expect)
     (d / "normal.npy").unlink()
     run_descriptor_pass(dirs, cfg)
     np.testing.assert_array_equal(np.load(d / "region.npy"), estimated)
+    grey = np.full_like(color, 128)
+    np.save(d / "color.npy", grey)
+    run_descriptor_pass(dirs, cfg)
+    np.testing.assert_array_equal(
+        np.load(d / "descriptor.npy"), point_descriptors(coord, grey, np.load(d / "region.npy"), k=8)
+    )
+    expect = grow_regions(coord, None, cfg.region_c, grey, cfg.region_color_weight)
+    np.testing.assert_array_equal(np.load(d / "region.npy"), expect)

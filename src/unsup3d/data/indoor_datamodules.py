@@ -24,10 +24,10 @@ from unsup3d.data.scene_folder import (
     add_arrays,
     file_digest,
     list_scenes,
-    normals_source,
     read_scene,
     scene_dir_problem,
     scene_normals,
+    source_digests,
     write_scene,
 )
 
@@ -57,7 +57,7 @@ def _prepared_scene_problem(scene_dir: Path) -> str | None:
     return scene_dir_problem(scene_dir, TRAINING_KEYS)
 
 
-#: what a scene folder's super-voxels computed here record: their settings, normals and file's digest
+#: what a scene folder's super-voxels computed here record: their settings, sources and file's digest
 SUPERPOINT_RECORD = "superpoint.json"
 
 
@@ -65,7 +65,8 @@ def superpoints_problem(scene_dir: Path, sp: dict[str, Any]) -> str | None:
     """Why a scene folder's ``superpoint.npy`` must be (re)computed with the settings ``sp``, or None.
 
     Missing or damaged: recomputed. Computed here (``superpoint.json`` records this very file's digest)
-    with other settings or on other normals (``normal.npy`` added, replaced or removed since):
+    with other settings or from other arrays (``coord.npy``, ``color.npy`` or ``normal.npy`` added,
+    replaced or removed since: :func:`~unsup3d.data.scene_folder.source_digests`):
     ``"other settings"``. A ``superpoint.npy`` that no record describes is the scene's own (e.g. the
     release's super-voxels, or one written before the records) and is kept: delete it to recompute.
     """
@@ -79,7 +80,7 @@ def superpoints_problem(scene_dir: Path, sp: dict[str, Any]) -> str | None:
         return None  # no readable record: the scene's own
     if not isinstance(recorded, dict) or recorded.get("digest") != file_digest(path):
         return None  # a record of another file: this one is the scene's own
-    if {k: v for k, v in recorded.items() if k != "digest"} != {**sp, "normals": normals_source(scene_dir)}:
+    if {k: v for k, v in recorded.items() if k != "digest"} != {**sp, "sources": source_digests(scene_dir)}:
         return "other settings"
     return None
 
@@ -93,7 +94,7 @@ def _add_superpoints(scene_dir: Path, sp: dict[str, Any]) -> None:
     from unsup3d.data.superpoints import felzenszwalb_superpoints
 
     (scene_dir / SUPERPOINT_RECORD).unlink(missing_ok=True)
-    record = {**sp, "normals": normals_source(scene_dir)}  # before the normals are read
+    record = {**sp, "sources": source_digests(scene_dir)}  # before the arrays are read
     scene = read_scene(scene_dir, ["coord", "color"] if (scene_dir / "color.npy").is_file() else ["coord"])
     normal = scene_normals(scene_dir, scene["coord"])
     add_arrays(
@@ -231,7 +232,7 @@ class SceneFolderDataModule(IndoorDataModule):
     by Pointcept. Scenes without ``superpoint.npy`` get Felzenszwalb-Huttenlocher super-voxels
     added in place by ``prepare_data``, on the scene's own normals where it has ``normal.npy`` (else
     normals estimated from the points), recorded in ``superpoint.json``: a later run with other
-    ``superpoint_c`` / ``superpoint_min_size``, or after ``normal.npy`` was added, replaced or removed,
+    ``superpoint_c`` / ``superpoint_min_size``, or after the points, colours or ``normal.npy`` changed,
     recomputes them (:func:`superpoints_problem`); a ``superpoint.npy`` of the scene's own is kept."""
 
     name = "scene_folder"

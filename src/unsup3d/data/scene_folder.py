@@ -173,12 +173,17 @@ def file_digest(path: str | os.PathLike) -> str:
     return h.hexdigest()[:16]
 
 
-def normals_source(scene_dir: Path) -> str:
-    """What :func:`scene_normals` reads for a scene, as the caches computed from its normals (super-voxels,
-    grown regions, descriptors) record it: ``"estimated"`` without ``normal.npy``, else ``"normal.npy
-    <digest>"`` (:func:`file_digest`), so that adding, replacing or removing the file makes them stale."""
-    path = Path(scene_dir) / "normal.npy"
-    return f"normal.npy {file_digest(path)}" if path.is_file() else "estimated"
+#: the arrays a scene's super-voxels, grown regions and descriptors are computed from
+SOURCE_KEYS = ("coord", "color", "normal")
+
+
+def source_digests(scene_dir: Path) -> dict[str, str | None]:
+    """What the caches computed from a scene's arrays (super-voxels, grown regions, descriptors) record
+    of them: the :func:`file_digest` of each of ``coord.npy``, ``color.npy`` and ``normal.npy`` (None
+    where the scene has no such file: no colour, or normals estimated from the points), so that an
+    array added, replaced or removed since makes them stale."""
+    paths = {key: Path(scene_dir) / f"{key}.npy" for key in SOURCE_KEYS}
+    return {key: file_digest(path) if path.is_file() else None for key, path in paths.items()}
 
 
 def scene_normals(scene_dir: Path, coord: np.ndarray) -> np.ndarray | None:

@@ -3,9 +3,10 @@
 Each scene of the data module's splits receives ``region.npy`` (int64 ``(N,)``, grown super-voxels:
 :func:`grow_regions`), ``descriptor.npy`` (float32 ``(N, 14)``,
 :func:`unsup3d.pointdc.geometric.point_descriptors` on its points, colours and regions) and
-``descriptor.json`` (the settings and the normals the regions grew on: :func:`scene_settings`), written
-last: a scene whose json records the same settings is skipped, a changed setting (or a ``normal.npy``
-added, replaced or removed) recomputes it, an interrupted scene never looks finished. Batches carry the
+``descriptor.json`` (the settings and digests of the arrays they are computed from:
+:func:`scene_settings`), written last: a scene whose json records the same is skipped, a changed setting
+(or a ``coord.npy``, ``color.npy`` or ``normal.npy`` added, replaced or removed) recomputes it, an
+interrupted scene never looks finished. Batches carry the
 descriptors as the per-point ``descriptor`` key: SVC joins them to its clustering features
 (``SVCModule(descriptor_weights=...)``) and CMD can distil them (``CMDModule(target_key="descriptor")``).
 """
@@ -24,7 +25,7 @@ import torch
 
 from unsup3d.clustering import kmeans
 from unsup3d.data.prepare import Job, npy_problem, run_jobs, write_json_atomic
-from unsup3d.data.scene_folder import add_arrays, normals_source, read_scene, scene_normals
+from unsup3d.data.scene_folder import add_arrays, read_scene, scene_normals, source_digests
 from unsup3d.data.superpoints import estimate_normals, felzenszwalb_superpoints
 from unsup3d.pointdc.geometric import check_outline, point_descriptors, weight_columns
 from unsup3d.vision.projection import superpoint_mean
@@ -132,13 +133,13 @@ def _settings_file(scene_dir: Path) -> Path:
 
 def scene_settings(scene_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
     """What a scene's ``descriptor.json`` records: the pass's ``settings`` (:meth:`Descriptors.settings`)
-    and the normals its regions grow on (:func:`~unsup3d.data.scene_folder.normals_source`)."""
-    return {**settings, "normals": normals_source(scene_dir)}
+    and the arrays they are computed from (:func:`~unsup3d.data.scene_folder.source_digests`)."""
+    return {**settings, "sources": source_digests(scene_dir)}
 
 
 def descriptors_problem(scene_dir: Path, settings: dict[str, Any]) -> str | None:
     """Why a scene's descriptors must be (re)computed for the pass's ``settings``, or None when they are
-    current: ``"other settings"`` where they were computed with other settings or other normals."""
+    current: ``"other settings"`` where they were computed with other settings or from other arrays."""
     f = _settings_file(scene_dir)
     if not f.is_file():
         return "no descriptor.json"
@@ -243,7 +244,7 @@ def _output_problem(output: Path, settings: dict[str, Any]) -> str | None:
 def scene_descriptors(scene_dir: Path, cfg: Descriptors) -> None:
     """Compute and write one scene's descriptors (the json last)."""
     _settings_file(scene_dir).unlink(missing_ok=True)
-    recorded = scene_settings(scene_dir, cfg.settings())  # before the normals are read
+    recorded = scene_settings(scene_dir, cfg.settings())  # before the arrays are read
     keys = [k for k in ("coord", "color") if (scene_dir / f"{k}.npy").is_file()]
     scene = read_scene(scene_dir, keys)
     normal = scene_normals(scene_dir, scene["coord"])
