@@ -162,6 +162,37 @@ def test_missing_teacher_weights_stop_the_pass(rooms: SyntheticRoomsDataModule) 
         run_feature_pass([_train_scene(rooms)], cfg, rooms.frames_dir)
 
 
+def test_rendered_targets_are_redone_when_the_scene_is_recoloured(rooms: SyntheticRoomsDataModule) -> None:
+    """The json records digests of the points, super-voxels and (rendered views) colours: a scene
+    recoloured in place gets targets of its new colours; a json written before the sources were
+    recorded is trusted."""
+    from unsup3d.data.scene_folder import file_digest
+
+    scene = _train_scene(rooms)
+    cfg = FeatureTargets(views="render", num_views=6, inside_fraction=0.5, image_size=(96, 128))
+
+    def run() -> dict[str, int]:
+        return run_feature_pass([scene], cfg, teacher=ColourTeacher())
+
+    assert run()["computed"] == 1
+    sources = json.loads((scene / "cmd_target.json").read_text())["sources"]
+    assert sources["color"] == file_digest(scene / "color.npy") and set(sources) == {
+        "coord",
+        "superpoint",
+        "color",
+    }
+    assert run()["skipped"] == 1
+    np.save(scene / "color.npy", 255 - np.load(scene / "color.npy"))  # recoloured in place
+    assert run()["computed"] == 1
+    err, shuffled = _colour_error(scene)
+    assert err < 0.1 and err < 0.4 * shuffled  # the targets show the new colours
+    record = json.loads((scene / "cmd_target.json").read_text())
+    del record["sources"]  # a record of the version before the sources
+    (scene / "cmd_target.json").write_text(json.dumps(record))
+    np.save(scene / "color.npy", 255 - np.load(scene / "color.npy"))
+    assert run()["skipped"] == 1
+
+
 def test_scene_folders_render_their_views(rooms: SyntheticRoomsDataModule, tmp_path: Path) -> None:
     root = tmp_path / "folders"
     shutil.copytree(rooms.prepared_root, root)

@@ -6,13 +6,15 @@ by :class:`unsup3d.pointdc.cmd.CMDModule`). Each scene folder receives
 
 - ``cmd_target.npy``: float16 ``(N, D)``, the view-pooled teacher feature of every point (0 unseen);
 - ``cmd_seen.npy``: bool ``(N,)``, whether any view saw the point;
-- ``cmd_target.json``: the settings that produced them, and a few statistics.
+- ``cmd_target.json``: the settings that produced them, digests of the arrays they were computed from
+  (:func:`target_sources`), and a few statistics.
 
 Views are the scene's RGB-D frames where the raw dataset has them (ScanNet's SensReader exports, the
 synthetic rooms), else renderings of the coloured cloud from cameras inside the room and around it
-(S3DIS, bare scene folders). The pass is resumable: a scene whose json records the same settings is
-skipped, a changed setting recomputes it. The json is removed before new arrays are written and
-written last, so an interrupted scene never looks finished.
+(S3DIS, bare scene folders). The pass is resumable: a scene whose json records the same settings and
+sources is skipped, a changed setting, or points, super-voxels or (rendered views) colours changed in
+place, recomputes it; a json written before the sources were recorded is trusted. The json is removed
+before new arrays are written and written last, so an interrupted scene never looks finished.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from unsup3d.data.prepare import load_npy, write_json_atomic
-from unsup3d.data.scene_folder import add_arrays, read_scene
+from unsup3d.data.scene_folder import add_arrays, file_digest, read_scene
 
 #: bump when the arrays a given setting produces change
 FEATURE_PASS_VERSION = 1
@@ -146,10 +148,24 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def target_sources(scene_dir: Path, kind: str) -> dict[str, str | None]:
+    """Digests (:func:`~unsup3d.data.scene_folder.file_digest`) of the arrays a scene's targets are
+    computed from: its points and super-voxels, and with rendered views (``kind`` ``"render"``) its
+    colours; None where a file is absent. Raw frames are not digested (too many files): a changed
+    frame export is not noticed."""
+    keys = ("coord", "superpoint") + (("color",) if kind == "render" else ())
+    paths = {key: scene_dir / f"{key}.npy" for key in keys}
+    return {key: file_digest(path) if path.is_file() else None for key, path in paths.items()}
+
+
 def is_current(scene_dir: Path, settings: dict[str, Any]) -> bool:
-    """Whether the scene already holds targets made with ``settings``, for all of its points."""
+    """Whether the scene already holds targets made with ``settings`` from its present arrays
+    (:func:`target_sources`; a record written before the sources were is trusted), for all of its
+    points."""
     record = _read_json(scene_dir / SETTINGS_FILE)
     if record is None or record.get("settings") != json.loads(json.dumps(settings)):
+        return False
+    if "sources" in record and record["sources"] != target_sources(scene_dir, settings["views"]):
         return False
     try:
         n = len(np.load(scene_dir / "coord.npy", mmap_mode="r", allow_pickle=False))
@@ -206,6 +222,7 @@ def scene_targets(
 
     start = time.perf_counter()
     keys = ["coord", "superpoint"] + (["color"] if kind == "render" else [])
+    sources = target_sources(scene_dir, kind)  # before the arrays are read
     scene = read_scene(scene_dir, keys)
     n, problem = len(scene["coord"]), None
     try:
@@ -239,7 +256,7 @@ def scene_targets(
         warnings.warn(f"scene {scene_dir}: {why}; it gets no CMD target (all points unseen)", stacklevel=2)
     (scene_dir / SETTINGS_FILE).unlink(missing_ok=True)
     add_arrays(scene_dir, {TARGET_KEY: target, SEEN_KEY: seen})
-    record = {"settings": scene_settings(cfg, teacher, kind), "stats": stats}
+    record = {"settings": scene_settings(cfg, teacher, kind), "sources": sources, "stats": stats}
     write_json_atomic(scene_dir / SETTINGS_FILE, record)
     return stats
 
@@ -320,5 +337,6 @@ __all__ = [
     "load_teacher",
     "run_feature_pass",
     "scene_settings",
+    "target_sources",
     "target_dim",
 ]
