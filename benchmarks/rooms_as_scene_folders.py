@@ -25,6 +25,11 @@ descriptor measuring the distance to the scan's outline must survive.
 lighting field over each room (a brightness gain of +-25 % from a random low-frequency field, as a
 real scan's exposure and shading vary over its frames) and per-point noise of sigma 20 on top. A stress
 test of what uses the colours to draw boundaries (the grown regions' colour weight).
+``--points-per-m2 D`` sets the generator's mesh density (vertices per square metre of surface; 250 by
+default, about 6 cm apart) before ``--scan-like`` thins it. A real ScanNet scene cut to 50k points
+holds about 2-3 times as many per square metre (a room's floor, walls and furniture are some 60-150
+square metres), a small room more: a stress test of what counts neighbours (the super-voxels' and
+regions' k-NN graphs, the descriptors' local shape). The layout of each room is the same at any density.
 ``--unsplit`` writes every scene under ``OUT/train/`` (the same scenes), as ``unsup3d import`` without
 ``--val-fraction`` leaves a folder: ``realscan.py`` then holds out every 3rd scene by name itself, the
 case of the held-out benchmark (README, "A rehearsal of the held-out run").
@@ -221,12 +226,19 @@ def write_rooms(
     colour_noise: bool = False,
     unsplit: bool = False,
     normals: bool = False,
+    points_per_m2: float = 250.0,
 ) -> Path:
     """Generate the rooms and write them under ``out`` (with ``unsplit`` every scene under
-    ``out/train/``, the same scenes; with ``normals`` each scene's ``normal.npy`` too); returns ``out``."""
+    ``out/train/``, the same scenes; with ``normals`` each scene's ``normal.npy`` too; ``points_per_m2``
+    the meshes' density); returns ``out``."""
     work = out.parent / f".{out.name}-generator"
     dm = SyntheticRoomsDataModule(
-        num_scenes=train + val, num_val=val, frames_per_scene=1, generator_seed=seed, data_root=str(work)
+        num_scenes=train + val,
+        num_val=val,
+        frames_per_scene=1,
+        generator_seed=seed,
+        points_per_m2=points_per_m2,
+        data_root=str(work),
     )
     dm.prepare_data()
     written: set[Path] = set()
@@ -272,6 +284,12 @@ def main() -> None:
         action="store_true",
         help="write normal.npy too: the mesh's vertex normals, as Pointcept's ScanNet folders carry them",
     )
+    p.add_argument(
+        "--points-per-m2",
+        type=float,
+        default=250.0,
+        help="the meshes' density before --scan-like thins it (default 250, the generator's)",
+    )
     args = p.parse_args()
     write_rooms(
         args.out,
@@ -284,6 +302,7 @@ def main() -> None:
         args.noisy_colour,
         args.unsplit,
         args.normals,
+        args.points_per_m2,
     )
     if args.unsplit:
         print(f"{args.out}: all {args.train + args.val} scenes in train/")

@@ -646,3 +646,18 @@ def test_written_normals_are_the_meshes(rooms: Path, tmp_path: Path) -> None:
             np.testing.assert_allclose(np.linalg.norm(normal, axis=1), 1.0, atol=1e-5)
             assert (np.abs(normal[segment == 1, 2]) > 0.95).mean() > 0.9
             assert (np.abs(normal[segment == 0, 2]) < 0.3).mean() > 0.9
+
+
+def test_denser_rooms_are_the_same_rooms(tmp_path: Path) -> None:
+    """write_rooms(points_per_m2=...): the same layout (extent, classes) at about that many times the
+    points."""
+    base = write_rooms(tmp_path / "base", train=1, val=1, scan_like_rooms=False)
+    dense = write_rooms(tmp_path / "dense", train=1, val=1, scan_like_rooms=False, points_per_m2=750.0)
+    for split in ("train", "val"):
+        for d in (base / split).iterdir():
+            a, b = (np.load(r / split / d.name / "coord.npy") for r in (base, dense))
+            assert 2.4 < len(b) / len(a) < 3.6
+            np.testing.assert_allclose(b.min(0), a.min(0), atol=0.1)
+            np.testing.assert_allclose(b.max(0), a.max(0), atol=0.1)
+            labels = [np.unique(np.load(r / split / d.name / "segment.npy")) for r in (base, dense)]
+            np.testing.assert_array_equal(*labels)

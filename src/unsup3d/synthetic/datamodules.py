@@ -30,12 +30,17 @@ class SyntheticRoomsDataModule(ScanNetDataModule):
         num_val: int = 2,
         generator_seed: int = 0,
         frames_per_scene: int = 8,
+        points_per_m2: float = 250.0,
         **kwargs: Any,
     ) -> None:
         from unsup3d.synthetic.rooms import SyntheticRoomsConfig
 
         self.config = SyntheticRoomsConfig(
-            num_scenes=num_scenes, num_val=num_val, seed=generator_seed, frames_per_scene=frames_per_scene
+            num_scenes=num_scenes,
+            num_val=num_val,
+            seed=generator_seed,
+            frames_per_scene=frames_per_scene,
+            points_per_m2=points_per_m2,
         )
         data_root = Path(kwargs.get("data_root", "data"))
         raw = data_root / f"synthetic_rooms-raw-{settings_key(vars(self.config))}"
