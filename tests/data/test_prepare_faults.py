@@ -308,3 +308,27 @@ def test_write_text_atomic_leaves_an_identical_file_alone(tmp_path: Path) -> Non
     assert (path.stat().st_ino, path.stat().st_mtime_ns) == stamp
     assert write_text_atomic(path, "changed\n") and path.read_text() == "changed\n"
     assert not [p for p in path.parent.iterdir() if p.name != path.name]  # no temporary left
+
+
+def test_a_stale_output_is_redone_without_the_damage_warning(tmp_path: Path) -> None:
+    """A job whose check answers STALE (whole, but made with other settings) runs again silently; any
+    other problem runs it again with the "damaged" warning; None skips it."""
+    import warnings
+
+    from unsup3d.data.prepare import STALE, Job, run_jobs
+
+    out = tmp_path / "out.txt"
+    out.write_text("old")
+    ran: list[str] = []
+
+    def write(tag: str) -> None:
+        ran.append(tag)
+        out.write_text(tag)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run_jobs([Job("stale", out, write, ("stale",), check=lambda _: STALE)])
+        run_jobs([Job("current", out, write, ("current",), check=lambda _: None)])
+    with pytest.warns(UserWarning, match=r"redoing damaged: its output .* is damaged \(truncated\)"):
+        run_jobs([Job("damaged", out, write, ("damaged",), check=lambda _: "truncated")])
+    assert ran == ["stale", "damaged"] and out.read_text() == "damaged"

@@ -18,7 +18,7 @@ from typing import Any
 from unsup3d.data.datamodule_base import PointCloudDataModule
 from unsup3d.data.formats.s3dis import S3DIS_CLASS_NAMES
 from unsup3d.data.formats.scannet_labels import SCANNET20_CLASS_NAMES
-from unsup3d.data.prepare import Job, npy_problem, preparation_lock, run_jobs, write_json_atomic
+from unsup3d.data.prepare import STALE, Job, npy_problem, preparation_lock, run_jobs, write_json_atomic
 from unsup3d.data.scene_folder import (
     TRAINING_KEYS,
     add_arrays,
@@ -67,8 +67,9 @@ def superpoints_problem(scene_dir: Path, sp: dict[str, Any]) -> str | None:
     Missing or damaged: recomputed. Computed here (``superpoint.json`` records this very file's digest)
     with other settings or from other arrays (``coord.npy``, ``color.npy`` or ``normal.npy`` added,
     replaced or removed since: :func:`~unsup3d.data.scene_folder.source_digests`):
-    ``"other settings"``. A ``superpoint.npy`` that no record describes is the scene's own (e.g. the
-    release's super-voxels, or one written before the records) and is kept: delete it to recompute.
+    :data:`~unsup3d.data.prepare.STALE` (redone without a warning). A ``superpoint.npy`` that no record
+    describes is the scene's own (e.g. the release's super-voxels, or one written before the records)
+    and is kept: delete it to recompute.
     """
     path = scene_dir / "superpoint.npy"
     problem = npy_problem(path)
@@ -81,7 +82,7 @@ def superpoints_problem(scene_dir: Path, sp: dict[str, Any]) -> str | None:
     if not isinstance(recorded, dict) or recorded.get("digest") != file_digest(path):
         return None  # a record of another file: this one is the scene's own
     if {k: v for k, v in recorded.items() if k != "digest"} != {**sp, "sources": source_digests(scene_dir)}:
-        return "other settings"
+        return STALE
     return None
 
 
@@ -259,14 +260,11 @@ class SceneFolderDataModule(IndoorDataModule):
     def prepare_data(self) -> None:
         self.check_raw_root()
         with preparation_lock(self.root):
-            dirs = [d for split in ("train", "val") for d in list_scenes(self.root, split)]
-            for d in dirs:  # super-voxels of other settings are not damage: redo them without a warning
-                if superpoints_problem(d, self.sp) == "other settings":
-                    (d / "superpoint.npy").unlink()
             check = partial(_superpoint_output_problem, sp=self.sp)
             jobs = [
                 Job(f"scene {d}", d / "superpoint.npy", _add_superpoints, (d, self.sp), check=check)
-                for d in dirs
+                for split in ("train", "val")
+                for d in list_scenes(self.root, split)
             ]
             run_jobs(jobs, self.prepare_workers, desc="super-voxels")
             self.prepare_extra()

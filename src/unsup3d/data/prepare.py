@@ -50,12 +50,17 @@ _HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
 _TEMP = re.compile(r"^\..+\.(?:tmp|old)-(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-[0-9a-f]{8}(?:\.npy)?$")
 
 
+#: what a job's check answers for an output that is whole but out of date (made with other settings or
+#: from other inputs): the job runs again without the warning a damaged output gets
+STALE = "other settings"
+
+
 @dataclass(frozen=True)
 class Job:
     """``fn(*args)`` writes ``output`` (atomically); ``name`` is what a warning calls it.
 
     ``check(output)`` says what is wrong with an existing output (or None); a job whose output has a
-    problem runs again.
+    problem runs again, with a warning unless the problem is :data:`STALE`.
     """
 
     name: str
@@ -77,7 +82,7 @@ def _needs_run(job: Job) -> bool:
     if not job.output.exists():
         return True
     problem = job.check(job.output) if job.check is not None else None
-    if problem:
+    if problem and problem != STALE:
         warnings.warn(f"redoing {job.name}: its output {job.output} is damaged ({problem})", stacklevel=3)
     return problem is not None
 

@@ -177,12 +177,12 @@ def file_digest(path: str | os.PathLike) -> str:
 SOURCE_KEYS = ("coord", "color", "normal")
 
 
-def source_digests(scene_dir: Path) -> dict[str, str | None]:
-    """What the caches computed from a scene's arrays (super-voxels, grown regions, descriptors) record
-    of them: the :func:`file_digest` of each of ``coord.npy``, ``color.npy`` and ``normal.npy`` (None
-    where the scene has no such file: no colour, or normals estimated from the points), so that an
-    array added, replaced or removed since makes them stale."""
-    paths = {key: Path(scene_dir) / f"{key}.npy" for key in SOURCE_KEYS}
+def source_digests(scene_dir: Path, keys: Sequence[str] = SOURCE_KEYS) -> dict[str, str | None]:
+    """What the caches computed from a scene's arrays record of them: the :func:`file_digest` of each
+    ``<key>.npy`` of ``keys`` (by default ``coord``, ``color`` and ``normal``, what the super-voxels,
+    grown regions and descriptors read), None where the scene has no such file (no colour, or normals
+    estimated from the points), so that an array added, replaced or removed since makes them stale."""
+    paths = {key: Path(scene_dir) / f"{key}.npy" for key in keys}
     return {key: file_digest(path) if path.is_file() else None for key, path in paths.items()}
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from unsup3d.clustering import kmeans
-from unsup3d.data.prepare import Job, npy_problem, run_jobs, write_json_atomic
+from unsup3d.data.prepare import STALE, Job, npy_problem, run_jobs, write_json_atomic
 from unsup3d.data.scene_folder import add_arrays, read_scene, scene_normals, source_digests
 from unsup3d.data.superpoints import estimate_normals, felzenszwalb_superpoints
 from unsup3d.pointdc.geometric import check_outline, point_descriptors, weight_columns
@@ -139,7 +139,8 @@ def scene_settings(scene_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
 
 def descriptors_problem(scene_dir: Path, settings: dict[str, Any]) -> str | None:
     """Why a scene's descriptors must be (re)computed for the pass's ``settings``, or None when they are
-    current: ``"other settings"`` where they were computed with other settings or from other arrays."""
+    current: :data:`~unsup3d.data.prepare.STALE` where they were computed with other settings or from
+    other arrays (redone without a warning)."""
     f = _settings_file(scene_dir)
     if not f.is_file():
         return "no descriptor.json"
@@ -148,7 +149,7 @@ def descriptors_problem(scene_dir: Path, settings: dict[str, Any]) -> str | None
     except (OSError, ValueError):
         return "descriptor.json is unreadable"
     if recorded != scene_settings(scene_dir, settings):
-        return "other settings"
+        return STALE
     keys = (DESCRIPTOR_KEY, REGION_KEY) + ((MERGED_KEY,) if "merge_regions" in settings else ())
     for key in keys:  # the pass's output
         problem = npy_problem(scene_dir / f"{key}.npy")
@@ -271,9 +272,6 @@ def run_descriptor_pass(scene_dirs: Sequence[Path], cfg: Descriptors, workers: i
     """Descriptors for every scene of ``scene_dirs`` whose own are missing or stale; returns the names
     of scenes skipped as unusable."""
     settings = cfg.settings()
-    for d in scene_dirs:  # descriptors of other settings are not damage: redo them without a warning
-        if descriptors_problem(d, settings) == "other settings":
-            _settings_file(d).unlink()
     jobs = [
         Job(
             f"scene {d}",

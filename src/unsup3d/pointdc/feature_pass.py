@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from unsup3d.data.prepare import load_npy, write_json_atomic
-from unsup3d.data.scene_folder import add_arrays, file_digest, read_scene
+from unsup3d.data.scene_folder import add_arrays, read_scene, source_digests
 
 #: bump when the arrays a given setting produces change
 FEATURE_PASS_VERSION = 1
@@ -149,13 +149,10 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def target_sources(scene_dir: Path, kind: str) -> dict[str, str | None]:
-    """Digests (:func:`~unsup3d.data.scene_folder.file_digest`) of the arrays a scene's targets are
+    """Digests (:func:`~unsup3d.data.scene_folder.source_digests`) of the arrays a scene's targets are
     computed from: its points and super-voxels, and with rendered views (``kind`` ``"render"``) its
-    colours; None where a file is absent. Raw frames are not digested (too many files): a changed
-    frame export is not noticed."""
-    keys = ("coord", "superpoint") + (("color",) if kind == "render" else ())
-    paths = {key: scene_dir / f"{key}.npy" for key in keys}
-    return {key: file_digest(path) if path.is_file() else None for key, path in paths.items()}
+    colours. Raw frames are not digested (too many files): a changed frame export is not noticed."""
+    return source_digests(scene_dir, ("coord", "superpoint") + (("color",) if kind == "render" else ()))
 
 
 def is_current(scene_dir: Path, settings: dict[str, Any]) -> bool:
