@@ -216,6 +216,49 @@ def test_kmeans_merged_row_and_first_seed(rooms: Path, tmp_path: Path, monkeypat
     assert all(r["descriptors"] == {"merge_regions": 15} for r in records)
 
 
+def _blob_scene(d: Path, rng: np.random.Generator, positions: np.ndarray) -> None:
+    """24 units of 15 points, unit u of class u % 3, the same ids as super-voxels, regions and merged
+    regions; every descriptor column of a point is its class's position on a line plus a little noise,
+    so the units' pooled descriptors form three tight blobs along one direction. A few points are
+    unlabelled (-1)."""
+    d.mkdir(parents=True)
+    unit = np.repeat(np.arange(24), 15)
+    segment = unit % 3
+    desc = positions[segment][:, None] + 0.01 * rng.standard_normal((len(unit), 14))
+    segment[::37] = -1
+    for name in ("superpoint", "region", "merged"):
+        np.save(d / f"{name}.npy", unit)
+    np.save(d / "segment.npy", segment)
+    np.save(d / "descriptor.npy", desc.astype(np.float32))
+
+
+def test_kmeans_rows_recover_well_separated_classes(tmp_path: Path) -> None:
+    """Every K-means row (super-voxels, regions, merged regions; plain and over-clustered) on scenes
+    whose units' descriptors are three tight blobs at 0, 0.8 and 2 along one line: each val unit's
+    nearest centroid is its own class's, so mIoU, accuracy and every class's IoU are 1. (The blobs are
+    uneven on purpose: the farthest centroid of the blobs at 0 and 0.8 is the same one.)"""
+    import argparse
+
+    rng = np.random.default_rng(0)
+    positions = np.array([0.0, 0.8, 2.0])
+    splits = {s: [tmp_path / s / f"s{i}" for i in range(n)] for s, n in (("train", 2), ("val", 2))}
+    for dirs in splits.values():
+        for d in dirs:
+            _blob_scene(d, rng, positions)
+
+    class Scenes:
+        def scene_dirs(self, split):
+            return splits[split]
+
+    for clusters in (None, 9):
+        args = argparse.Namespace(clusters=clusters)
+        for row in realscan.KMEANS_ROWS:
+            for seed in (0, 1):
+                miou, acc, iou = realscan.run_row(row, tmp_path, Scenes(), args, seed, 3)
+                assert (miou, acc) == pytest.approx((1.0, 1.0)), (row, clusters, seed)
+                assert iou == pytest.approx([1.0, 1.0, 1.0])
+
+
 def test_kmeans_rows_restart_as_the_recipe_does(rooms: Path, monkeypatch) -> None:
     """The K-means rows keep the best of the teacher-free recipe's ``kmeans_restarts`` (1 where the
     recipe names none), as its own clusterings do."""

@@ -84,3 +84,64 @@ def test_probe_is_at_chance_on_noise(tmp_path, seed: int) -> None:
     # chance: accuracy 1 / K; mIoU 1 / (2K - 1) for random guesses, 1 / K^2 for one class everywhere
     assert abs(m["acc"] - 1 / NUM_CLASSES) < 0.05, m
     assert 1 / NUM_CLASSES**2 - 0.02 < m["miou"] < 1 / (2 * NUM_CLASSES - 1) + 0.04, m
+
+
+def test_validation_scores_present_classes_and_reports_the_confusion(tmp_path) -> None:
+    """Known predictions through the probe's validation (the "backbone" hands each point ten times the
+    one-hot of its prediction, the linear layer is the identity): labels in {0, 1, 2} and -1, labelled
+    points predicted in {0, 1, 2, 3}, unlabelled ones in {3, 4}. Class 3 is in no label but predicted:
+    IoU 0 and counted in the mIoU; class 4 only "predicted" on unlabelled points: absent, left out of the
+    mIoU, NaN, not logged. Checked against a tp / (tp + fp + fn) loop over the labelled points, and the
+    confusion (prediction rows, label columns) against one built with np.add.at."""
+    k = 5
+    rng = np.random.default_rng(7)
+    grid = np.stack(np.unravel_index(np.arange(60), (4, 5, 3)), 1).astype(np.float32)
+    scenes, preds, labels = [], [], []
+    for i in range(3):
+        segment = rng.integers(0, 3, 60)
+        # mostly right, with errors towards higher classes only: the confusion is not symmetric
+        pred = np.where(rng.random(60) < 0.6, segment, np.minimum(segment + rng.integers(1, 3, 60), 3))
+        unlabelled = rng.random(60) < 0.15
+        segment[unlabelled] = -1
+        pred[unlabelled] = rng.choice([3, 4], int(unlabelled.sum()))
+        feats = np.zeros((60, DIM), np.float32)
+        feats[np.arange(60), pred] = 10.0
+        sample = {"coord": grid, "segment": segment.astype(np.int64), "scene_index": np.array(i)}
+        scenes.append(voxelize(sample, 1.0, feats))
+        preds.append(pred)
+        labels.append(segment)
+    pred, seg = np.concatenate(preds), np.concatenate(labels)
+    assert (pred[seg >= 0] == 3).any() and (pred[seg < 0] == 4).any()  # the cases the test is about
+
+    names = ["a", "b", "c", "d", "e"]
+    model = LinearProbeModule(backbone=FixedFeatures(), num_classes=k, class_names=names)
+    with torch.no_grad():
+        model.linear.weight.zero_()
+        model.linear.weight[:, :k] = torch.eye(k)
+        model.linear.bias.zero_()
+    trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
+    trainer.validate(model, DataLoader(scenes, batch_size=2, collate_fn=collate_scenes))
+
+    scored = seg >= 0
+    p, t = pred[scored], seg[scored]
+    confusion = np.zeros((k, k), np.int64)
+    np.add.at(confusion, (p, t), 1)
+    iou = {}
+    for c in range(k):
+        tp, fp, fn = np.sum((p == c) & (t == c)), np.sum((p == c) & (t != c)), np.sum((p != c) & (t == c))
+        if tp + fp + fn > 0:
+            iou[c] = tp / (tp + fp + fn)
+    assert sorted(iou) == [0, 1, 2, 3] and iou[3] == 0.0
+    m = model.last_metrics
+    np.testing.assert_array_equal(m["confusion"].numpy(), confusion)
+    got = m["iou"].numpy()
+    np.testing.assert_allclose(got[:4], [iou[c] for c in range(4)], rtol=1e-6)
+    assert np.isnan(got[4])
+    assert float(m["miou"]) == pytest.approx(np.mean(list(iou.values())), rel=1e-6)
+    assert float(m["acc"]) == pytest.approx(np.mean(p == t), rel=1e-6)
+    np.testing.assert_array_equal(m["assignment"].numpy(), np.arange(k))
+    logged = trainer.callback_metrics
+    shown = sorted(key for key in logged if key.startswith("val/iou/"))
+    assert shown == ["val/iou/a", "val/iou/b", "val/iou/c", "val/iou/d"]
+    assert float(logged["val/iou/b"]) == pytest.approx(iou[1], rel=1e-6)

@@ -19,6 +19,7 @@ from unsup3d.viz import (
     figure_to_array,
     label_colors,
     perspective_project,
+    row_normalize,
     value_colors,
 )
 
@@ -237,6 +238,21 @@ def test_confusion_identity_has_a_bright_diagonal() -> None:
         draw_confusion(np.zeros((3, 4)))
     with pytest.raises(ValueError, match="class names"):
         draw_confusion(np.eye(3), ["a", "b"])
+
+
+def test_confusion_is_normalised_along_the_ground_truth_rows() -> None:
+    """Rows are the ground-truth classes: [[3, 1], [0, 4]] becomes [[3/4, 1/4], [0, 4/4]] (worked out by
+    hand; dividing by the column sums would give [[1, 1/5], [0, 4/5]]), drawn with row 0 at the top."""
+    confusion = np.array([[3, 1], [0, 4]])
+    expected = np.array([[0.75, 0.25], [0.0, 1.0]])
+    np.testing.assert_allclose(row_normalize(confusion), expected)
+    fig = draw_confusion(confusion, ["a", "b"], annotate=False)
+    np.testing.assert_allclose(np.asarray(fig.axes[0].images[0].get_array()), expected)
+    img = figure_to_array(fig).astype(float).sum(axis=-1)
+    # Darker is larger ("Blues"): 1.0 at (1, 1) darkest, then 0.75 at (0, 0), 0.25 at (0, 1), 0 at (1, 0).
+    brightness = [img[_cell(fig, img, i, j)] for i, j in ((1, 1), (0, 0), (0, 1), (1, 0))]
+    assert brightness == sorted(brightness) and len(set(brightness)) == 4, brightness
+    assert brightness[-1] > 3 * 250  # the zero cell is (near) white
 
 
 def _cell(fig: Figure, img: np.ndarray, row: int, col: int) -> tuple[int, int]:
