@@ -206,6 +206,231 @@ def test_interframe_loss_uses_only_tracked_pairs() -> None:
     assert n == 1 and zero.item() == 0 and zero.requires_grad
 
 
+# -- whole training steps (Eq. 2 and Eq. 4) against references written out ---------------------------
+
+
+class _LinearNet(torch.nn.Module):
+    """A stand-in backbone: one linear map of each voxel's input features, so that a reference can
+    run it voxel by voxel (``inverse`` given: per point, as the validation probe calls it)."""
+
+    def __init__(self, in_channels: int = 4, out_channels: int = 6) -> None:
+        super().__init__()
+        self.out_channels = out_channels
+        self.linear = torch.nn.Linear(in_channels, out_channels)
+
+    def forward(self, sparse: SparseTensor, inverse: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.linear(sparse.F)
+        return out if inverse is None else out[inverse]
+
+
+def _featured(items: list[list[tuple[int, int]]], seed: int) -> dict:
+    """``_view`` with random input features, its ids serving as both ``track`` and ``cluster``."""
+    view = _view(items)
+    g = torch.Generator().manual_seed(seed)
+    view["sparse"] = SparseTensor(torch.randn(len(view["track"]), 4, generator=g), view["sparse"].C)
+    view["cluster"] = view["track"]
+    view["scene_index"] = torch.arange(len(items))
+    return view
+
+
+def _stage(cls: type, **kw) -> torch.nn.Module:
+    """A stage on ``_LinearNet`` whose target branch differs from its online branch (as after some
+    training): the momentum step and which branch predicts then both change the loss."""
+    torch.manual_seed(0)
+    module = cls(backbone=_LinearNet(), projection_dim=8, projector_hidden=8, predictor_hidden=8,
+                 feature_dropout=0.0, min_cluster_points=3, target_momentum=0.5, **kw)  # fmt: skip
+    with torch.no_grad():
+        for p in [*module.target_backbone.parameters(), *module.target_projector.parameters()]:
+            p.add_(torch.randn_like(p))
+    return module.eval()  # BatchNorm on running statistics: rows are independent, a loop is a reference
+
+
+def _momentum_target(module: torch.nn.Module, m: float) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Copies of the target backbone and projector moved by ``m * target + (1 - m) * online``."""
+    backbone, projector = copy.deepcopy(module.target_backbone), copy.deepcopy(module.target_projector)
+    with torch.no_grad():
+        for online, target in ((module.backbone, backbone), (module.projector, projector)):
+            for p_on, p_tg in zip(online.parameters(), target.parameters(), strict=True):
+                p_tg.copy_(m * p_tg + (1 - m) * p_on)
+    return backbone, projector
+
+
+def _rows(view: dict, b: int, cid: int, key: str) -> torch.Tensor:
+    return (view["item"] == b) & (view[key] == cid)
+
+
+@torch.no_grad()
+def _reference_p2c(heads, online_net, target_net, target_proj, va, vb, shared) -> torch.Tensor:
+    """Eq. 2 written out: each point of a shared cluster predicts (online net, projector, predictor) the
+    max-pooled, target-projected feature of its cluster in the other view; mean per direction, summed."""
+    projector, predictor = heads
+    total = torch.zeros(())
+    for x, y in ((va, vb), (vb, va)):
+        losses = []
+        for b, cid in shared:
+            p = predictor(projector(online_net(x["sparse"])[_rows(x, b, cid, "cluster")]))
+            z = target_proj(target_net(y["sparse"])[_rows(y, b, cid, "cluster")].max(0).values[None])
+            losses.append(_reference_nmse(p, z.expand_as(p)))
+        total = total + torch.cat(losses).mean()
+    return total
+
+
+@torch.no_grad()
+def _reference_inter(heads, online_net, target_net, target_proj, va, vb, shared) -> torch.Tensor:
+    """Eq. 3 written out: the max-pooled online prediction of each shared track in one frame against
+    the max-pooled, target-projected feature of the same track in the other frame, both ways."""
+    projector, predictor = heads
+    total = torch.zeros(())
+    for x, y in ((va, vb), (vb, va)):
+        losses = []
+        for b, tid in shared:
+            q = predictor(projector(online_net(x["sparse"])[_rows(x, b, tid, "track")].max(0).values[None]))
+            z = target_proj(target_net(y["sparse"])[_rows(y, b, tid, "track")].max(0).values[None])
+            losses.append(_reference_nmse(q, z))
+        total = total + torch.cat(losses).mean()
+    return total
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
+def test_p2c_training_step_matches_eq2_with_the_momentum_moved_target() -> None:
+    """P2C's step: the momentum update first (target = m * target + (1 - m) * online), then Eq. 2 on the
+    two views with the online branch predicting and the moved target branch giving the targets."""
+    module = _stage(P2CModule)
+    v0 = _featured([[(0, 5), (1, 4), (2, 2)], [(0, 6)]], seed=1)
+    v1 = _featured([[(0, 4), (1, 3), (2, 7)], [(0, 3), (5, 9)]], seed=2)
+    shared = [(0, 0), (0, 1), (1, 0)]  # cluster 2 of item 0 has 2 < 3 voxels in view 0
+    heads = (module.projector, module.predictor)
+    t_net, t_proj = _momentum_target(module, 0.5)
+    expected = _reference_p2c(heads, module.backbone, t_net, t_proj, v0, v1, shared)
+    # the reference tells the branches apart and the moved target from the old one
+    swapped = _reference_p2c(heads, t_net, module.backbone, t_proj, v0, v1, shared)
+    stale = _reference_p2c(heads, module.backbone, module.target_backbone, module.target_projector, v0, v1,
+                           shared)  # fmt: skip
+    assert not torch.isclose(swapped, expected, rtol=1e-3) and not torch.isclose(stale, expected, rtol=1e-3)
+
+    loss = module.training_step({"view0": v0, "view1": v1, "interval": torch.tensor([0, 0])}, 0)
+    torch.testing.assert_close(loss.detach(), expected)
+    for a, b in zip([*t_net.parameters(), *t_proj.parameters()],
+                    [*module.target_backbone.parameters(), *module.target_projector.parameters()],
+                    strict=True):  # fmt: skip
+        torch.testing.assert_close(b, a)
+
+
+def _interframe_batch() -> dict:
+    """Frame t (view0), frame t + k (view1) and a second view of frame t (view2), two samples.
+
+    Tracks shared with >= 3 voxels by view0 and view1: (item 0, 0), (0, 1), (1, 4); track 2 is in
+    frame t only, 9 in frame t + k only. Clusters shared by view0 and view2: (0, 0), (0, 1), (0, 2),
+    (1, 4)."""
+    v0 = _featured([[(0, 5), (1, 4), (2, 3)], [(4, 4)]], seed=1)
+    v1 = _featured([[(0, 3), (1, 6)], [(4, 5), (9, 4)]], seed=2)
+    v2 = _featured([[(0, 4), (1, 3), (2, 5)], [(4, 6)]], seed=3)
+    return {"view0": v0, "view1": v1, "view2": v2, "interval": torch.tensor([2, 3])}
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
+@pytest.mark.parametrize("epoch", [1, 2])
+def test_interframe_training_step_is_eq4_with_the_warmup(epoch: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eq. 4: ``w_inter(epoch) * L_inter(view0, view1) + w_p2c * L_p2c(view0, view2)``, w_inter 0 before
+    ``inter_warmup_epochs`` (2) and ``inter_weight`` (0.7) from then on, w_p2c 0.3, both terms with the
+    online branch predicting the momentum-moved target branch."""
+    monkeypatch.setattr(InterFrameModule, "current_epoch", property(lambda self: epoch))
+    module = _stage(InterFrameModule, inter_weight=0.7, p2c_weight=0.3, inter_warmup_epochs=2)
+    batch = _interframe_batch()
+    v0, v1, v2 = batch["view0"], batch["view1"], batch["view2"]
+    heads = (module.projector, module.predictor)
+    t_net, t_proj = _momentum_target(module, 0.5)
+    inter = _reference_inter(heads, module.backbone, t_net, t_proj, v0, v1, [(0, 0), (0, 1), (1, 4)])
+    p2c = _reference_p2c(heads, module.backbone, t_net, t_proj, v0, v2, [(0, 0), (0, 1), (0, 2), (1, 4)])
+    expected = (0.7 if epoch >= 2 else 0.0) * inter + 0.3 * p2c
+    # both terms are non-trivial; P2C on (view0, view1), the un-moved target or swapped branches differ
+    wrong_pair = _reference_p2c(heads, module.backbone, t_net, t_proj, v0, v1, [(0, 0), (0, 1), (1, 4)])
+    stale = _reference_inter(heads, module.backbone, module.target_backbone, module.target_projector, v0, v1,
+                             [(0, 0), (0, 1), (1, 4)])  # fmt: skip
+    swapped = _reference_inter(heads, t_net, module.backbone, t_proj, v0, v1, [(0, 0), (0, 1), (1, 4)])
+    assert inter > 0.05 and p2c > 0.05 and not torch.isclose(wrong_pair, p2c, rtol=1e-3)
+    assert not torch.isclose(stale, inter, rtol=1e-3) and not torch.isclose(swapped, inter, rtol=1e-3)
+
+    loss = module.training_step(batch, 0)
+    torch.testing.assert_close(loss.detach(), expected)
+    for a, b in zip([*t_net.parameters(), *t_proj.parameters()],
+                    [*module.target_backbone.parameters(), *module.target_projector.parameters()],
+                    strict=True):  # fmt: skip
+        torch.testing.assert_close(b, a)
+
+
+# -- the validation probe: K-means of the features, Hungarian-matched mIoU ---------------------------
+
+
+class _ProbeNet(torch.nn.Module):
+    """A stand-in backbone for the probe: each voxel's input is (class channel, 3 noise channels). The
+    ``informative`` net outputs a one-hot of the class channel plus the noise / 10, features that
+    separate the classes perfectly; the other outputs the noise alone, which says nothing of them."""
+
+    def __init__(self, num_classes: int, informative: bool) -> None:
+        super().__init__()
+        self.num_classes, self.informative = num_classes, informative
+        self.out_channels = num_classes + 3
+        self.unused = torch.nn.Parameter(torch.zeros(1))  # an optimiser-free stage still has parameters
+
+    def forward(self, sparse: SparseTensor, inverse: torch.Tensor | None = None) -> torch.Tensor:
+        noise = sparse.F[:, 1:]
+        if self.informative:
+            label = torch.nn.functional.one_hot(sparse.F[:, 0].long(), self.num_classes).float()
+            out = torch.cat([label, noise / 10], 1)
+        else:
+            out = torch.cat([torch.zeros(len(noise), self.num_classes), noise], 1)
+        return out if inverse is None else out[inverse]
+
+
+def _probe_batches(num_classes: int, frames: int = 3, points: int = 90) -> list[dict]:
+    """Validation batches of one frame each: two points a voxel, both of the voxel's class (its input's
+    class channel), a quarter of the voxels unlabelled (segment -1, any class channel)."""
+    g = torch.Generator().manual_seed(5)
+    batches = []
+    for frame in range(frames):
+        voxels = points // 2
+        cls = torch.randint(0, num_classes, (voxels,), generator=g)
+        feats = torch.cat([cls[:, None].float(), torch.randn(voxels, 3, generator=g)], 1)
+        xyz = torch.randint(0, 50, (voxels, 3), generator=g)
+        coords = torch.cat([torch.zeros(voxels, 1, dtype=torch.long), xyz], 1)
+        inverse = torch.arange(voxels).repeat_interleave(2)
+        segment = cls[inverse].clone()
+        segment[torch.rand(len(segment), generator=g) < 0.25] = -1
+        batches.append({
+            "sparse": SparseTensor(feats, coords), "inverse": inverse, "segment": segment,
+            "point_batch": torch.zeros(len(inverse), dtype=torch.long), "scene_index": torch.tensor([frame]),
+        })  # fmt: skip
+    return batches
+
+
+def _probe_miou(informative: bool) -> dict:
+    from lightning.pytorch import Trainer
+    from torch.utils.data import DataLoader
+
+    module = P2CModule(backbone=_ProbeNet(3, informative), projection_dim=8, projector_hidden=8,
+                       predictor_hidden=8, val_num_classes=3, val_points=30)  # fmt: skip
+    trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    loader = DataLoader(_probe_batches(3), batch_size=None, collate_fn=lambda b: b)
+    (metrics,) = trainer.validate(module, dataloaders=loader, verbose=False)
+    return metrics
+
+
+def test_probe_scores_features_that_separate_the_classes_perfectly() -> None:
+    """Features that are a one-hot of each point's class: K-means finds the classes, mIoU and accuracy
+    are 1 (a probe pairing features with other points' labels would score about 1/3)."""
+    metrics = _probe_miou(informative=True)
+    assert metrics["val/miou"] == pytest.approx(1.0) and metrics["val/acc"] == pytest.approx(1.0)
+
+
+def test_probe_scores_class_blind_features_low() -> None:
+    """Features independent of the classes: the matched mIoU stays near chance (1/3 of 3 classes'
+    IoU of about 1/5 each), far from 1."""
+    metrics = _probe_miou(informative=False)
+    assert metrics["val/miou"] < 0.5
+
+
 def test_segmentation_iou_against_a_loop() -> None:
     g = torch.Generator().manual_seed(2)
     target = torch.randint(-1, 4, (500,), generator=g)

@@ -1,6 +1,6 @@
-"""The track cache: frame-by-frame tracking equals ``track_sequence``; ``prepare_data`` caches location-only
-tracks per settings; batches carry them; re-tracking with a backbone's features makes a new version that
-every data-loader worker serves."""
+"""The track cache: frame-by-frame tracking gives known tracks and equals ``track_sequence``;
+``prepare_data`` caches location-only tracks per settings; batches carry them; re-tracking with a
+backbone's features makes a new version that every data-loader worker serves."""
 
 from __future__ import annotations
 
@@ -56,6 +56,42 @@ def test_streaming_tracker_equals_track_sequence(max_gap: int, with_features: bo
         np.testing.assert_array_equal(a, b)
     assert max(int(a.max()) for a in got) < sum(len(np.unique(c[c >= 0])) for c in clusters)  # tracks link
 
+
+# Frames in which named objects are present: B misses frame 2, C frames 1-2, D appears in frame 4.
+_PRESENT = [("A", "B", "C"), ("A", "B"), ("A",), ("A", "B", "C"), ("A", "B", "C", "D"), ("A", "B", "C", "D")]
+# The known answers (ids by first appearance; within a frame, by cluster id): a track bridges a gap of
+# up to max_gap missing frames; past it, the object returns as a new track.
+_KNOWN_IDS = {
+    0: [{"A": 0, "B": 1, "C": 2}, {"A": 0, "B": 1}, {"A": 0}, {"A": 0, "B": 4, "C": 3},
+        {"A": 0, "B": 4, "C": 3, "D": 5}, {"A": 0, "B": 4, "C": 3, "D": 5}],
+    1: [{"A": 0, "B": 1, "C": 2}, {"A": 0, "B": 1}, {"A": 0}, {"A": 0, "B": 1, "C": 3},
+        {"A": 0, "B": 1, "C": 3, "D": 4}, {"A": 0, "B": 1, "C": 3, "D": 4}],
+    2: [{"A": 0, "B": 1, "C": 2}, {"A": 0, "B": 1}, {"A": 0}, {"A": 0, "B": 1, "C": 2},
+        {"A": 0, "B": 1, "C": 2, "D": 3}, {"A": 0, "B": 1, "C": 2, "D": 3}],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("max_gap", [0, 1, 2])
+@pytest.mark.parametrize("with_features", [False, True])
+def test_streaming_tracker_known_identities_across_gaps(max_gap: int, with_features: bool) -> None:
+    """Frame by frame, the tracker gives the known track of each named object: A moves 0.4 m a frame,
+    B drifts and misses one frame, C stands still and misses two, D appears late; cluster ids are
+    listed in reverse in odd frames. A gap of more than ``max_gap`` frames starts a new track."""
+    from tests.stssl.test_tracking import _frame, _ids
+
+    scene = {
+        "A": lambda t: ((0.4 * t, 0, 0), np.eye(4)[0]),
+        "B": lambda t: ((10, 0.3 * t, 0), np.eye(4)[1]),
+        "C": lambda t: ((-10, 2, 0), np.eye(4)[2]),
+        "D": lambda t: ((0, 15, 0), np.eye(4)[3]),
+    }
+    tracker = StreamingTracker(alpha=0.5, gate=5.0, min_points=200, max_gap=max_gap)
+    for t, present in enumerate(_PRESENT):
+        order = sorted(present, reverse=t % 2 == 1)
+        points, clusters, feats, names = _frame({k: scene[k](t) for k in present}, order, seed=t)
+        tracks = tracker.update(points, clusters, feats if with_features else None)
+        assert _ids(tracks, names) == _KNOWN_IDS[max_gap][t], t
+        assert (tracks[names == "noise"] == -1).all()
 
 
 def test_streaming_tracker_checks_each_frame() -> None:
