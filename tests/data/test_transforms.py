@@ -48,6 +48,78 @@ def test_rotation_preserves_distances_and_turns_normals() -> None:
     assert before == pytest.approx(after, abs=1e-4)
 
 
+def _rot_z(a: float) -> np.ndarray:
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def _angle_about_z(before: np.ndarray, after: np.ndarray) -> float:
+    """The angle of the best rotation about z taking ``before`` (N, 3) to ``after`` (2-D Procrustes)."""
+    x0, y0, x1, y1 = before[:, 0], before[:, 1], after[:, 0], after[:, 1]
+    return float(np.arctan2(np.sum(x0 * y1 - y0 * x1), np.sum(x0 * x1 + y0 * y1)))
+
+
+@pytest.mark.parametrize("seed", [3, 4, 5])
+def test_rotation_turns_coords_and_normals_by_one_nonzero_angle(seed: int) -> None:
+    """The output is coord @ R(a).T for one angle a about z, a != 0 and within max_angle; normals turn
+    by the same R(a)."""
+    s = _sample(200)
+    out = T.RandomRotateZ(max_angle=1.0)(s, np.random.default_rng(seed))
+    a = _angle_about_z(s["coord"].astype(np.float64), out["coord"].astype(np.float64))
+    assert 1e-3 < abs(a) <= 1.0
+    rot = _rot_z(a)
+    np.testing.assert_allclose(out["coord"], s["coord"] @ rot.T, atol=1e-4)
+    np.testing.assert_allclose(out["normal"], s["normal"] @ rot.T, atol=1e-5)
+    np.testing.assert_array_equal(out["segment"], s["segment"])
+
+
+def test_rotation_angles_vary_with_the_draw() -> None:
+    """Different generators give different angles, spread over [-max_angle, max_angle]."""
+    s = _sample(50)
+    angles = [
+        _angle_about_z(s["coord"], T.RandomRotateZ()(s, np.random.default_rng(k))["coord"]) for k in range(40)
+    ]
+    assert len({round(a, 4) for a in angles}) == 40
+    assert min(angles) < -1.0 and max(angles) > 1.0
+
+
+def test_flip_with_p1_negates_x_and_y_of_coords_and_normals() -> None:
+    """p=1 mirrors both x and y (coordinates and normals); z and labels unchanged. p=0 changes nothing."""
+    s = _sample(100)
+    out = T.RandomFlip(p=1.0)(s, np.random.default_rng(0))
+    sign = np.array([-1.0, -1.0, 1.0], dtype=np.float32)
+    np.testing.assert_array_equal(out["coord"], s["coord"] * sign)
+    np.testing.assert_array_equal(out["normal"], s["normal"] * sign)
+    np.testing.assert_array_equal(out["segment"], s["segment"])
+    same = T.RandomFlip(p=0.0)(s, np.random.default_rng(0))
+    np.testing.assert_array_equal(same["coord"], s["coord"])
+    np.testing.assert_array_equal(same["normal"], s["normal"])
+
+
+def test_scale_with_fixed_factor_doubles_coords() -> None:
+    """low = high = 2: every coordinate doubles; normals (directions) and labels stay."""
+    s = _sample(100)
+    out = T.RandomScale(low=2.0, high=2.0)(s, np.random.default_rng(0))
+    np.testing.assert_array_equal(out["coord"], s["coord"] * 2)
+    assert out["coord"].dtype == s["coord"].dtype
+    np.testing.assert_array_equal(out["normal"], s["normal"])
+    np.testing.assert_array_equal(out["segment"], s["segment"])
+
+
+def test_crop_keeps_a_box_of_the_given_extent_and_all_points_in_it() -> None:
+    """The kept points span at most `extent` in x and y, and no input point inside their bounding box
+    was dropped (the crop box holds that bounding box)."""
+    s = _sample(extent=20.0)
+    for seed in range(5):
+        out = T.RandomCrop(extent=5.0, min_points=10)(s, np.random.default_rng(seed))
+        xy = out["coord"][:, :2]
+        assert len(xy) < len(s["coord"])
+        assert np.ptp(xy, axis=0).max() <= 5.0
+        lo, hi = xy.min(0), xy.max(0)
+        inside = np.all((s["coord"][:, :2] >= lo) & (s["coord"][:, :2] <= hi), axis=1)
+        assert inside.sum() == len(xy)
+
+
 def test_crop_carries_every_per_point_array() -> None:
     s = _sample(extent=20.0)
     out = T.RandomCrop(extent=5.0, min_points=10)(s, np.random.default_rng(0))

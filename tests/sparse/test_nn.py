@@ -69,6 +69,27 @@ def test_instance_norm_per_item() -> None:
         torch.testing.assert_close(rows.var(0, unbiased=False), torch.ones(3), atol=1e-3, rtol=0)
 
 
+def test_instance_norm_affine_equals_functional_per_item() -> None:
+    """With a random weight and bias, each item's rows equal `F.instance_norm` of that item alone; the
+    defaults are weight 1, bias 0."""
+    norm = spnn.InstanceNorm(3)
+    torch.testing.assert_close(norm.norm.weight.detach(), torch.ones(3))
+    torch.testing.assert_close(norm.norm.bias.detach(), torch.zeros(3))
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        norm.norm.weight.copy_(torch.rand(3, generator=g) * 2 + 0.5)
+        norm.norm.bias.copy_(torch.randn(3, generator=g) * 3)
+    coords = random_sites(50, 5, batches=3, seed=6)
+    x = SparseTensor(torch.randn(coords.shape[0], 3, generator=g) * 2 - 1, coords)
+    y = norm(x).F
+    for b in range(3):
+        rows = coords[:, 0] == b
+        want = nn.functional.instance_norm(
+            x.F[rows].T[None], weight=norm.norm.weight, bias=norm.norm.bias, eps=norm.norm.eps
+        )[0].T
+        torch.testing.assert_close(y[rows], want)
+
+
 def test_unet_like_chain_trains() -> None:
     coords = random_sites(200, 12, batches=2, seed=5)
     x = SparseTensor(torch.randn(coords.shape[0], 4), coords)
