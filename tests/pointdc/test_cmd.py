@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from unsup3d.data.collate import collate_scenes, voxelize
 from unsup3d.data.datasets import color_coord_features
@@ -108,6 +109,31 @@ def test_unsupervised_points_contribute_nothing() -> None:
     assert float(zero.detach()) == 0.0 and not valid.any() and pred.grad is not None
 
 
+def test_descriptor_targets_are_weighted_per_column() -> None:
+    """``target_weights`` (the teacher-free recipe): Eq. 7 as written between the super-voxel means of
+    the head's outputs and of the descriptor targets with each column multiplied by its group's weight,
+    the 14-column scale written out by hand (colour 0-2, verticality 3, shape 4-6, height 7, context
+    8-10, segment 11-13), against the loop of ``_reference_loss``."""
+    g = torch.Generator().manual_seed(3)
+    p, s = 80, 6
+    sp = torch.randint(-1, s, (p,), generator=g)
+    batch = {
+        "descriptor": torch.rand(p, 14, generator=g),
+        "superpoint": sp,
+        "num_superpoints": s,
+        "inverse": torch.arange(p),
+    }
+    pred = torch.randn(p, 14, generator=g)
+    module = CMDModule(
+        backbone=Res16UNet(in_channels=6, width=0.25), target_dim=14, normalize=False,
+        target_key="descriptor", seen_key=None, target_weights={"height": 2.0, "color": 0.5, "segment": 3.0},
+    )  # fmt: skip
+    scale = torch.tensor([0.5, 0.5, 0.5, 0, 0, 0, 0, 2.0, 0, 0, 0, 3.0, 3.0, 3.0])
+    loss, valid = module._loss(batch, pred)
+    ref, n = _reference_loss(pred, batch["descriptor"] * scale, torch.ones(p, dtype=torch.bool), sp, s, False)
+    assert int(valid.sum()) == n and float(loss) == pytest.approx(ref, rel=1e-5)
+
+
 def _scene_batch(seed: int = 0, n: int = 2500, dim: int = 8) -> dict:
     """A random room-sized cloud; super-voxels are 0.4 m cells, each with its own target direction."""
     rng = np.random.default_rng(seed)
@@ -165,6 +191,90 @@ def test_validation_clusters_units_and_counts_their_points(monkeypatch, replay: 
     assert float(out["miou"]) == pytest.approx(float(ref["miou"])) and float(out["acc"]) == pytest.approx(
         float(ref["acc"])
     )
+
+
+def _units_batch(seed: int, c: int = 4, dim: int = 5) -> tuple[dict, Tensor]:
+    """Two scenes (stored indices 7 and 2) of 30 and 25 points; super-voxels 0-2 in the first, 3-5
+    in the second, and 4 + 3 points in no super-voxel (-1); labels in ``[-1, c + 1]`` (-1 and the
+    labels past ``c`` are ignored). Returns the batch and random point features ``(55, dim)``."""
+    g = torch.Generator().manual_seed(seed)
+    point_batch = torch.tensor([0] * 30 + [1] * 25)
+    sp = torch.cat([torch.randint(0, 3, (30,), generator=g), torch.randint(3, 6, (25,), generator=g)])
+    sp[torch.tensor([2, 11, 12, 29, 30, 41, 54])] = -1
+    batch = {
+        "superpoint": sp,
+        "num_superpoints": 6,
+        "superpoint_batch": torch.tensor([0, 0, 0, 1, 1, 1]),
+        "point_batch": point_batch,
+        "scene_index": torch.tensor([7, 2]),
+        "segment": torch.randint(-1, c + 2, (55,), generator=g),
+        "inverse": torch.arange(55),
+    }
+    return batch, torch.randn(55, dim, generator=g)
+
+
+def test_validation_units_are_super_voxel_means_and_loose_points() -> None:
+    """``CMDModule._units`` against a loop: one unit per super-voxel (its points' mean feature, its
+    scene), then one per point in no super-voxel (the point's feature and scene), in that order; each
+    point's unit; each unit's count of points of every class, labels outside ``[0, num_classes)``
+    left out."""
+    c = 4
+    batch, feats = _units_batch(0, c)
+    module = CMDModule(backbone=Res16UNet(in_channels=6, width=0.25), target_dim=8, num_classes=c)
+    got_feats, got_counts, got_unit, got_scene = module._units(feats, batch)
+    sp, label, item = batch["superpoint"].tolist(), batch["segment"].tolist(), batch["point_batch"].tolist()
+    members = [[j for j in range(55) if sp[j] == k] for k in range(6)]
+    members += [[j] for j in range(55) if sp[j] < 0]
+    unit_of = {j: u for u, points in enumerate(members) for j in points}
+    ref_feats = torch.stack([feats[points].double().mean(0) for points in members])
+    ref_counts = [[sum(label[j] == cls for j in points) for cls in range(c)] for points in members]
+    scenes = [7, 2]
+    ref_scene = [scenes[item[points[0]]] for points in members]
+    assert got_feats.shape == (6 + 7, 5) and got_counts.shape == (13, c)
+    torch.testing.assert_close(got_feats.double(), ref_feats, rtol=1e-5, atol=1e-6)
+    assert got_counts.tolist() == ref_counts
+    assert got_unit.tolist() == [unit_of[j] for j in range(55)]
+    assert got_scene.tolist() == ref_scene
+    assert int(got_counts.sum()) == sum(0 <= v < c for v in label)
+
+
+class _FeatureLookup(torch.nn.Module):
+    """A stand-in backbone: the batch's ``sparse`` entry holds the point features themselves."""
+
+    out_channels = 3
+
+    def forward(self, sparse: Tensor, inverse: Tensor) -> Tensor:
+        return sparse[inverse]
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # no trainer to log to
+def test_validation_epoch_clusters_separable_units_perfectly() -> None:
+    """Two validation batches through ``validation_step`` and the epoch's end: points of class ``y``
+    (super-voxels of one class, and loose points) have features near the ``y``-th axis, so the K-means
+    of the units must recover the classes: mIoU and accuracy 1, each point's unit (offset by the
+    units of the earlier batches) in a cluster of its class alone."""
+    c = 3
+    module = CMDModule(backbone=_FeatureLookup(), target_dim=4, num_classes=c, class_names=["a", "b", "c"])
+    module.on_validation_epoch_start()
+    g = torch.Generator().manual_seed(1)
+    units, classes = [], []
+    for seed in (0, 1):
+        batch, _ = _units_batch(seed, c)
+        sp = batch["superpoint"]
+        loose = torch.randint(0, c, sp.shape, generator=g)
+        cls = torch.where(sp >= 0, sp % c, loose)  # one class a super-voxel
+        batch["segment"] = torch.where(batch["segment"] < 0, -1, cls)  # some points unlabelled
+        batch["sparse"] = F.one_hot(cls, c).float() + 0.05 * torch.randn(len(cls), c, generator=g)
+        out = module.validation_step(batch, seed)
+        units.append(out["unit"])
+        classes.append(cls)
+    module.on_validation_epoch_end()
+    m = module.last_metrics
+    assert float(m["miou"]) == pytest.approx(1.0) and float(m["acc"]) == pytest.approx(1.0)
+    assert int(units[1].min()) == 13  # the second batch's units follow the first's 6 + 7
+    clusters = m["unit_clusters"][torch.cat(units)]
+    cls = torch.cat(classes)
+    assert all(len(clusters[cls == y].unique()) == 1 for y in range(c)) and len(clusters.unique()) == c
 
 
 # -- the configs, through the CLI ------------------------------------------------------------------

@@ -92,6 +92,29 @@ def test_descriptor_weights_name_known_groups() -> None:
         descriptor_scale({"colour": 1.0})
 
 
+# The 14 descriptor columns as point_descriptors' docstring and the README lay them out: colour (0-2),
+# verticality (3), linearity / planarity / scattering (4-6), height (7), column top, depth under it
+# and distance to the outline (8-10), the super-voxel's vertical and horizontal extent and size (11-13).
+@pytest.mark.parametrize(
+    ("weights", "expected"),
+    [
+        ({"color": 0.5, "height": 2.0}, [0.5, 0.5, 0.5, 0, 0, 0, 0, 2.0, 0, 0, 0, 0, 0, 0]),
+        ({"normal": 3.0, "context": 0.25, "segment": 1.5},
+         [0, 0, 0, 3.0, 0, 0, 0, 0, 0.25, 0.25, 0.25, 1.5, 1.5, 1.5]),
+        ({"segment": 4.0, "shape": 0.7, "color": 1.0},  # not in column order
+         [1.0, 1.0, 1.0, 0, 0.7, 0.7, 0.7, 0, 0, 0, 0, 4.0, 4.0, 4.0]),
+        ({"color": 1, "normal": 2, "shape": 3, "height": 4, "context": 5, "segment": 6},
+         [1, 1, 1, 2, 3, 3, 3, 4, 5, 5, 5, 6, 6, 6]),
+    ],
+)  # fmt: skip
+def test_descriptor_scale_puts_each_group_weight_on_its_own_columns(weights, expected) -> None:
+    """``descriptor_scale``: each named group's weight on that group's columns of the full 14-column
+    layout (written out by hand above), whichever groups are named and in whatever order; 0 elsewhere."""
+    from unsup3d.pointdc.clustering_pass import descriptor_scale
+
+    assert descriptor_scale(weights).tolist() == pytest.approx(expected)
+
+
 def test_grown_regions_keep_a_floor_and_a_wall_whole() -> None:
     """A floor and a wall meeting at a right angle, both painted in 0.5 m tiles of random colours: the
     super-voxels (normals and colour) cut each into pieces, the grown regions on the normals alone

@@ -17,6 +17,13 @@ from unsup3d.pointdc.svc import SVCModule
 REPO = Path(__file__).resolve().parents[2]
 
 
+#: group weights of the joint (teacher-free) clustering tests, and the 14-column scale they give, written
+#: out by hand from the documented layout: colour 0-2, verticality 3, shape 4-6, height 7, context 8-10,
+#: segment 11-13
+JOINT_WEIGHTS = {"color": 1.0, "height": 2.0, "shape": 0.5, "segment": 1.0}
+JOINT_SCALE = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.5, 0.5, 0.5, 2.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0])
+
+
 def _dm(root: Path, **kw) -> SyntheticRoomsDataModule:
     dm = SyntheticRoomsDataModule(
         num_scenes=3, num_val=1, frames_per_scene=2, data_root=str(root), voxel_size=0.1, batch_size=2, **kw
@@ -67,10 +74,8 @@ def test_cluster_pass_labels_against_a_loop(rooms_root: Path, mode: str, joint: 
     super-voxels, and the labels each equation gives with the centroids ``cluster_pass`` returns.
     ``joint``: the teacher-free path's clustering of ``[S_vox(f) / |S_vox(f)|, S_vox(d) * scale]``,
     Euclidean: the nearest centroid in that space (Eq. 9's score ``-|[f, d] - mu|^2 / 2``)."""
-    from unsup3d.pointdc.clustering_pass import descriptor_scale
-
     dm = _dm(rooms_root, descriptors=joint or None)
-    scale = descriptor_scale({"color": 1.0, "height": 2.0, "shape": 0.5, "segment": 1.0}) if joint else None
+    scale = JOINT_SCALE if joint else None
     backbone = _backbone()
     loader_fn = dm.cluster_dataloader
     k = 5
@@ -170,16 +175,73 @@ def test_svc_trains_and_checkpoints_its_clustering_state(rooms_root: Path, tmp_p
     assert fresh.labels.state().keys() == model.labels.state().keys()
 
 
+@pytest.mark.parametrize("joint", [False, True], ids=["cosine", "joint"])
+def test_classifier_logits_in_warm_up_and_after(rooms_root: Path, joint: bool) -> None:
+    """The logits ``module(batch)`` against Eq. 9's classifier written out in float64 on the backbone's
+    point features ``f`` and the network part ``mu`` of the centroids (all of them, or the first
+    ``out_channels`` columns of the joint ones), temperature ``tau``: during warm-up a cosine,
+    ``(f / |f|) . (mu / |mu|) / tau``; after it, the release's fixed classifier on unnormalised
+    features, ``f . (mu / |mu|) / tau``, unless ``fixed_normalize`` asks for the cosine again."""
+    batch = next(iter(_dm(rooms_root, descriptors=joint or None).cluster_dataloader()))
+    tau, k = 0.5, 6
+
+    def module(warmup_epochs: int, fixed_normalize: bool = False) -> SVCModule:
+        weights = JOINT_WEIGHTS if joint else None
+        model = SVCModule(backbone=_backbone(), num_classes=k, warmup_epochs=warmup_epochs, temperature=tau,
+                          fixed_normalize=fixed_normalize, descriptor_weights=weights)  # fmt: skip
+        torch.manual_seed(1)  # the same centroids each time, far from unit length
+        model.centroids.copy_(torch.randn_like(model.centroids) * 3.0)
+        model._set_classifier(0)  # no trainer: epoch 0
+        return model.eval()
+
+    warm, fixed, fixed_cos = module(1), module(0), module(0, fixed_normalize=True)
+    assert warm.classifier.weight.requires_grad and not fixed.classifier.weight.requires_grad
+    with torch.no_grad():
+        f = warm.backbone(batch["sparse"], batch["inverse"]).double()
+        models = {"warm": warm, "fixed": fixed, "cos": fixed_cos}
+        logits = {name: m(batch).double() for name, m in models.items()}
+    mu = warm.centroids[:, : f.shape[1]].double()
+    mu = mu / mu.norm(dim=1, keepdim=True)
+    unit = f / f.norm(dim=1, keepdim=True)
+    cosine, scaled = unit @ mu.T / tau, f @ mu.T / tau
+    assert not torch.allclose(cosine, scaled, rtol=0.05)  # feature norms far from 1: the regimes differ
+    torch.testing.assert_close(logits["warm"], cosine, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(logits["fixed"], scaled, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(logits["cos"], cosine, rtol=1e-4, atol=1e-5)
+
+
+def test_reclustering_runs_every_recluster_every_epochs(rooms_root: Path, tmp_path: Path) -> None:
+    """``recluster_every=2`` over 5 epochs: the training set is clustered at the start of epochs 0, 2
+    and 4 only (the release clusters every 5 epochs, not every epoch), each call spied on."""
+    from lightning.pytorch import Trainer
+
+    model = SVCModule(backbone=_backbone(), num_classes=20, num_clusters=4, recluster_every=2,
+                      warmup_epochs=1, kmeans_iters=2, feature_cache_mb=0)  # fmt: skip
+    calls, real = [], model.recluster
+
+    def spy(epoch: int) -> None:
+        calls.append((epoch, model.current_epoch))
+        real(epoch)
+
+    model.recluster = spy
+    trainer = Trainer(
+        max_epochs=5, accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path,
+        limit_train_batches=1, limit_val_batches=0, enable_model_summary=False, enable_checkpointing=False,
+    )  # fmt: skip
+    trainer.fit(model, _dm(rooms_root))
+    assert calls == [(0, 0), (2, 2), (4, 4)]
+    assert int(model.last_cluster_epoch) == 4
+
+
 def test_kmeans_restarts_keep_the_lowest_inertia(rooms_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``kmeans_restarts``: the clustering kept is the one of lowest inertia over the restarts, the
     inertia written out here in float64 over the joint super-voxel features (each row's squared
     distance to its nearest centroid), against each restart's own seed run alone."""
-    from unsup3d.pointdc.clustering_pass import descriptor_scale, superpoint_features
+    from unsup3d.pointdc.clustering_pass import superpoint_features
 
     dm = _dm(rooms_root, descriptors=True)
-    weights = {"color": 1.0, "height": 2.0, "shape": 0.5, "segment": 1.0}
-    feats, _, _ = superpoint_features(_backbone(), dm.cluster_dataloader(), torch.device("cpu"),
-                                      descriptor_scale(weights))
+    weights = JOINT_WEIGHTS  # the module's own scale must be JOINT_SCALE for its inertia to be this one
+    feats, _, _ = superpoint_features(_backbone(), dm.cluster_dataloader(), torch.device("cpu"), JOINT_SCALE)
     x = feats.double()
     monkeypatch.setattr("unsup3d.pointdc.svc.rank_share", lambda module: dm.cluster_dataloader())
 
