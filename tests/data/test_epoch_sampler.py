@@ -9,6 +9,7 @@ from unsup3d.data.datasets import EpochSampler
 
 
 def test_order_depends_only_on_seed_and_epoch() -> None:
+    """Same seed and epoch: same order; another epoch: another order; no shuffle: identity."""
     a, b = EpochSampler(10, seed=3), EpochSampler(10, seed=3)
     a.set_epoch(2), b.set_epoch(2)
     assert list(a) == list(b)
@@ -16,6 +17,18 @@ def test_order_depends_only_on_seed_and_epoch() -> None:
     b.set_epoch(3)
     assert [i for _, i in a] != [i for _, i in b]
     assert [i for _, i in EpochSampler(5, shuffle=False)] == [0, 1, 2, 3, 4]
+
+
+def test_order_depends_on_the_seed() -> None:
+    """Two seeds give two orders at the same epoch (a 1 in 10! chance of a tie), for several epochs."""
+    for epoch in (0, 2, 7):
+        orders = []
+        for seed in (3, 4):
+            s = EpochSampler(10, seed=seed)
+            s.set_epoch(epoch)
+            orders.append([i for _, i in s])
+        assert sorted(orders[0]) == sorted(orders[1]) == list(range(10))
+        assert orders[0] != orders[1], epoch
 
 
 def test_skip_drops_the_first_items_once() -> None:

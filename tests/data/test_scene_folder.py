@@ -21,10 +21,18 @@ def _scene(n: int = 100) -> dict[str, np.ndarray]:
 
 
 def test_round_trip_with_dtypes(tmp_path: Path) -> None:
-    d = sf.write_scene(tmp_path / "train" / "scene0000_00", _scene())
+    """Arrays come back in the layout's dtypes with their values: float64 coordinates rounded to
+    float32, int64 colours 0-255 as the same uint8 values, segment (with -1) and superpoint unchanged."""
+    scene = _scene()
+    scene["segment"][:3] = -1  # unlabelled points
+    d = sf.write_scene(tmp_path / "train" / "scene0000_00", scene)
     back = sf.read_scene(d)
     assert back["coord"].dtype == np.float32 and back["color"].dtype == np.uint8
-    assert back["segment"].dtype == np.int64
+    assert back["segment"].dtype == np.int64 and back["superpoint"].dtype == np.int64
+    np.testing.assert_array_equal(back["coord"], scene["coord"].astype(np.float32))
+    np.testing.assert_allclose(back["coord"], scene["coord"], rtol=1e-7, atol=0)
+    assert back["color"].tolist() == scene["color"].tolist()  # ints 0-255: no wrap-around
+    assert back["segment"].tolist() == scene["segment"].tolist()
     np.testing.assert_array_equal(back["superpoint"], np.arange(100) // 7)
     assert sf.list_scenes(tmp_path, "train") == [d]
     assert not [p for p in d.parent.iterdir() if p.name.startswith(".")]  # no temporary left

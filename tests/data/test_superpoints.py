@@ -86,6 +86,48 @@ def test_two_coloured_planes_are_never_merged() -> None:
         assert np.bincount(segment[side == s]).max() / (side == s).sum() > 0.9
 
 
+def test_edge_weights_on_hand_values() -> None:
+    """``w_n (1 - |n_i . n_j|) + w_c |c_i - c_j| / (255 sqrt 3) + w_d |p_i - p_j|``, each term on
+    edges worked out by hand, then all three together."""
+    coord = np.array([[0, 0, 0], [3, 4, 0], [0, 0, 0], [0, 0, 0]], np.float32)
+    colour = np.array([[0, 0, 0], [255, 255, 255], [255, 0, 0], [0, 0, 0]], np.float32)
+    s = np.sqrt(0.5)
+    normal = np.array([[0, 0, 1], [0, 1, 0], [0, s, s], [0, 0, -1]], np.float32)
+    src, dst = np.array([0, 0, 0, 0]), np.array([1, 2, 3, 0])
+    # Normals alone (weight 2): perpendicular 2 (1 - 0), 45 degrees 2 (1 - 1/sqrt 2), flipped 0.
+    w = sp_module._edge_weights(coord, None, normal, src, dst, (2.0, 0.0, 0.0))
+    assert w.dtype == np.float32
+    np.testing.assert_allclose(w, [2.0, 2 - np.sqrt(2), 0.0, 0.0], atol=1e-6)
+    # Colour alone (weight 0.5): black-white is the largest distance, 255 sqrt 3, so 0.5;
+    # black-red 255 / (255 sqrt 3) = 1 / sqrt 3, times 0.5.
+    w = sp_module._edge_weights(coord, colour, None, src, dst, (0.0, 0.5, 0.0))
+    np.testing.assert_allclose(w, [0.5, 0.5 / np.sqrt(3), 0.0, 0.0], atol=1e-6)
+    # Distance alone (weight 0.1): the 3-4-5 triangle gives 0.5; the other points coincide.
+    w = sp_module._edge_weights(coord, colour, normal, src, dst, (0.0, 0.0, 0.1))
+    np.testing.assert_allclose(w, [0.5, 0.0, 0.0, 0.0], atol=1e-6)
+    # All three: the terms add.
+    w = sp_module._edge_weights(coord, colour, normal, src, dst, (2.0, 0.5, 0.1))
+    np.testing.assert_allclose(w, [3.0, 2 - np.sqrt(2) + 0.5 / np.sqrt(3), 0.0, 0.0], atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["rounds", "sequential"])
+@pytest.mark.parametrize("contrast, merged", [(4, True), (5, False)])
+def test_colour_contrast_at_the_merge_threshold(method: str, contrast: int, merged: bool) -> None:
+    """Two coplanar 4 x 4 grids of 16 points each, uniform colours ``contrast`` apart in red, normals
+    given: inside a grid every edge weighs 0, so each becomes a component with Int 0; every edge across
+    weighs contrast / (255 sqrt 3). With c = 0.16 FH joins the two when that is at most
+    min(0 + c/16, 0 + c/16) = 0.01, i.e. contrast <= 4.42: 4 merges, 5 does not."""
+    xs, ys = np.meshgrid(np.arange(8), np.arange(4), indexing="ij")
+    coord = np.stack([xs.ravel(), ys.ravel(), np.zeros(32)], axis=1) * 0.1
+    side = (coord[:, 0] >= 0.35).astype(np.int64)  # columns 4-7
+    colour = np.full((32, 3), 100.0)
+    colour[side == 1, 0] += contrast
+    normal = np.tile([0.0, 0.0, 1.0], (32, 1))
+    segment = felzenszwalb_superpoints(coord, colour, normal, c=0.16, min_size=1, method=method)
+    expected = [0] * 32 if merged else side.tolist()
+    assert segment.tolist() == expected
+
+
 def test_box_faces_are_split_by_their_normals() -> None:
     rng = np.random.default_rng(1)
     coord, face = _box(rng, (0, 0, 0), (1.0, 1.5, 0.8), 8000)

@@ -173,6 +173,102 @@ def test_resized_frame_intrinsics_follow_the_pixels() -> None:
     assert views.depths is None
 
 
+@pytest.mark.parametrize("factor", [2, 3])
+def test_resized_depth_takes_the_nearest_source_pixel(factor: int) -> None:
+    """Depth is resized by picking pixels, never by blending them: blending 1 m and 3 m at an occlusion
+    edge would invent a 2 m surface that Eq. 4 then matches. On a random 1 m / 3 m pattern (millimetre
+    uint16, as ScanNet stores it) every resized value is one of the two. Output pixel ``i`` covers
+    source pixels ``factor i .. factor i + factor - 1``; for factor 3 the one nearest its centre is
+    ``3 i + 1``, for factor 2 the middle falls between two pixels, so any pixel of the 2 x 2 block it
+    covers is nearest."""
+    h, w = 6, 8
+    rng = np.random.default_rng(factor)
+    depth_mm = np.where(rng.random((h * factor, w * factor)) < 0.5, 1000, 3000).astype(np.uint16)
+    color = np.zeros((h * factor, w * factor, 3), np.uint8)
+    views = views_from_frames([(color, depth_mm, np.eye(4), np.eye(3))], image_size=(h, w))
+    got = views.depths[0]
+    assert got.shape == (h, w)
+    assert set(got.unique().tolist()) <= {1.0, 3.0}
+    for i in range(h):
+        for j in range(w):
+            block = depth_mm[i * factor : (i + 1) * factor, j * factor : (j + 1) * factor] / 1000
+            if factor == 3:
+                assert float(got[i, j]) == block[1, 1], (i, j)
+            else:
+                assert float(got[i, j]) in block.ravel().tolist(), (i, j)
+
+
+def _one_ray_views(depth_m: float) -> tuple[Tensor, Views]:
+    """Two points 3 cm apart on the ray through pixel (4, 4) of an 8 x 8 camera at the origin looking
+    down +z (u = 10 x / z + 3.5), and one view whose measured depth is ``depth_m`` everywhere."""
+    z = torch.tensor([2.0, 2.03])
+    points = torch.stack([0.05 * z, 0.05 * z, z], 1)
+    k = torch.tensor([[[10.0, 0, 3.5], [0, 10.0, 3.5], [0, 0, 1]]])
+    images = torch.full((1, 8, 8, 3), 128, dtype=torch.uint8)
+    return points, Views(images, k, torch.eye(4)[None], torch.full((1, 8, 8), depth_m))
+
+
+def test_depth_tolerance_decides_which_points_on_a_ray_are_seen() -> None:
+    """Eq. 4 with a measured depth: a point is seen where ``|z - D| < depth_tolerance``. The depth
+    reads 2.00 m, the points sit at 2.00 and 2.03 m: 2 cm sees only the near one, 5 cm both."""
+    points, views = _one_ray_views(2.0)
+    uv, _, inside = project(points, views.intrinsics, views.cam_to_world, (8, 8))
+    assert inside.all() and torch.allclose(uv, torch.full_like(uv, 4.0), atol=1e-5)
+    superpoint = torch.tensor([0, 1])
+    for tolerance, seen in ((0.02, [True, False]), (0.05, [True, True]), (0.01, [True, False])):
+        out = compute_targets(
+            points, superpoint, ColorTeacher(), views, depth_tolerance=tolerance, device="cpu"
+        )
+        assert out["seen"].tolist() == seen, tolerance
+        assert out["view_count"].tolist() == [int(x) for x in seen]
+    # Measured at the far point instead: 2 cm sees only the far one.
+    points, views = _one_ray_views(2.03)
+    out = compute_targets(points, superpoint, ColorTeacher(), views, depth_tolerance=0.02, device="cpu")
+    assert out["seen"].tolist() == [False, True]
+
+
+def test_feature_targets_depth_tolerance_reaches_compute_targets(
+    scene, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The data modules' setting ``FeatureTargets.depth_tolerance`` is what the feature pass hands to
+    ``compute_targets`` (recorded by a wrapper around the real function)."""
+    import unsup3d.pointdc.lifting as lifting
+    from unsup3d.data.scene_folder import write_scene
+    from unsup3d.pointdc.feature_pass import FeatureTargets, run_feature_pass
+
+    class NamedColorTeacher(ColorTeacher):
+        name, pretrained, feature_dim = "colour", True, 3
+
+    real, seen_tolerances = lifting.compute_targets, []
+
+    def recording(*args, **kwargs):
+        seen_tolerances.append(kwargs["depth_tolerance"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lifting, "compute_targets", recording)
+    n = len(scene.points)
+    scene_dir = write_scene(
+        tmp_path / "train" / "room",
+        {
+            "coord": scene.points.numpy(),
+            "color": scene.colors.numpy(),
+            "segment": np.zeros(n, np.int64),
+            "superpoint": scene.superpoint.numpy(),
+        },
+    )
+    for tolerance in (0.013, 0.2):
+        cfg = FeatureTargets(
+            views="render",
+            num_views=2,
+            inside_fraction=1.0,
+            image_size=(16, 16),
+            depth_tolerance=tolerance,
+            device="cpu",
+        )
+        assert run_feature_pass([scene_dir], cfg, teacher=NamedColorTeacher())["computed"] == 1
+    assert seen_tolerances == [0.013, 0.2]
+
+
 def test_streaming_pool_matches_dense_reference(scene, patch_teacher: PatchTeacher) -> None:
     # compute_targets pools view chunk by view chunk over visible points only; the reference holds
     # every view's features for every point at once and pools with aggregate_views.
