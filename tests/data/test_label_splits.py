@@ -77,6 +77,13 @@ def test_data_module_trains_on_the_split_only(tmp_path: Path) -> None:
     assert [(f.sequence, f.index) for f in other] != [(f.sequence, f.index) for f in frames]
 
     dm.setup("fit")
-    batch = next(iter(dm.train_dataloader()))
-    assert (batch["segment"] >= 0).any() and "cluster" not in batch  # labels served; no clusters needed
+    # the loader serves the split's 4 scans, each once per epoch, and no other scan
+    train_set = dm.datasets["train"]
+    assert len(train_set) == 4
+    served = []
+    for batch in dm.train_dataloader():
+        assert (batch["segment"] >= 0).any() and "cluster" not in batch  # labels served; no clusters needed
+        refs = [train_set.frames[i] for i in batch["scene_index"].tolist()]
+        served += [(f.sequence, f.index) for f in refs]
+    assert sorted(served) == sorted((seq, i) for seq, idx in read_split(saved).items() for i in idx)
     assert len(dm.datasets["val"]) == 8  # validation keeps every frame
