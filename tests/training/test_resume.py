@@ -48,6 +48,22 @@ class CrashAt(Callback):
             raise Crash(f"killed at the start of epoch {trainer.current_epoch}")
 
 
+class RecordSteps(Callback):
+    """Records where training starts (the first batch's global step, epoch and batch index) and how many
+    batches it trains: a resumed run must pick up at the checkpoint, not train from step 0 again."""
+
+    def __init__(self) -> None:
+        self.first: tuple[int, int, int] | None = None
+        self.batches = 0
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if self.first is None:
+            self.first = (trainer.global_step, trainer.current_epoch, batch_idx)
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        self.batches += 1
+
+
 # -- the loader ----------------------------------------------------------------------------------------
 
 
@@ -183,8 +199,25 @@ def _run(cfg: dict, root: Path, extra: list[str] | None = None) -> Unsup3DCLI | 
 
 
 def _resume(cfg: dict, root: Path, epochs: int, ckpt: Path) -> Unsup3DCLI:
-    """The run of ``cfg`` resumed from ``ckpt`` (``--ckpt_path``), into ``root / "resumed"``."""
-    return _run(_trainer_cfg(cfg, root / "resumed", epochs, []), root / "resumed", ["--ckpt_path", str(ckpt)])
+    """The run of ``cfg`` resumed from ``ckpt`` (``--ckpt_path``), into ``root / "resumed"``, recording its
+    steps (:class:`RecordSteps`)."""
+    record = [{"class_path": f"{__name__}.RecordSteps"}]
+    cfg = _trainer_cfg(cfg, root / "resumed", epochs, record)
+    return _run(cfg, root / "resumed", ["--ckpt_path", str(ckpt)])
+
+
+def _assert_resumed_at(
+    resumed: Unsup3DCLI, ckpt: Path, *, step: int, epoch: int, batch: int, total: int
+) -> None:
+    """The checkpoint was written at optimizer step ``step`` and the resumed run trained from there: its
+    first batch is at that step, in epoch ``epoch`` at batch index ``batch`` (the values worked out by
+    hand from the steps an epoch), and it trained the ``total - step`` remaining batches only. A run that
+    ignored ``--ckpt_path`` and trained again from step 0 with the same seed could end with the same
+    weights, but not this."""
+    assert torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"] == step
+    [record] = [c for c in resumed.trainer.callbacks if isinstance(c, RecordSteps)]
+    assert record.first == (step, epoch, batch)
+    assert record.batches == total - step and resumed.trainer.global_step == total
 
 
 def _trainer_cfg(cfg: dict, root: Path, max_epochs: int, callbacks: list[dict]) -> dict:
@@ -267,6 +300,7 @@ def test_svc_resumed_between_and_inside_epochs_ends_as_the_uninterrupted_run(
     _run(_trainer_cfg(cfg, root, 1, _last(root)), root)
     ckpt = root / "last" / "last.ckpt"
     resumed = _resume(cfg, root, epochs, ckpt)
+    _assert_resumed_at(resumed, ckpt, step=2, epoch=1, batch=0, total=10)  # 2 steps an epoch, 5 epochs
     _assert_same_end(resumed, full, ckpt)
     _assert_same_labels(resumed, full)
 
@@ -276,6 +310,7 @@ def test_svc_resumed_between_and_inside_epochs_ends_as_the_uninterrupted_run(
     ckpt = next((root / "steps").glob("*step=5.ckpt"))
     assert _mid_epoch_state(ckpt) == [{"epoch": 2, "batches": 1}]
     resumed = _resume(cfg, root, epochs, ckpt)
+    _assert_resumed_at(resumed, ckpt, step=5, epoch=2, batch=1, total=10)
     assert not resumed.model.classifier.weight.requires_grad
     _assert_same_end(resumed, full, ckpt)
     _assert_same_labels(resumed, full)
@@ -316,6 +351,7 @@ def test_interframe_resumed_between_and_inside_epochs_ends_as_the_uninterrupted_
     assert _run(_trainer_cfg(cfg, root, epochs, _last(root) + _crash(epoch=1)), root) is None
     ckpt = root / "last" / "last.ckpt"
     resumed = _resume(cfg, root, epochs, ckpt)
+    _assert_resumed_at(resumed, ckpt, step=3, epoch=1, batch=0, total=9)  # 3 steps an epoch, 3 epochs
     _assert_same_end(resumed, full, ckpt)
     # the tracks re-made after the resume point came from the same weights (a digest of them)
     assert resumed.model.track_version == full.model.track_version
@@ -326,5 +362,6 @@ def test_interframe_resumed_between_and_inside_epochs_ends_as_the_uninterrupted_
     ckpt = next((root / "steps").glob("*step=4.ckpt"))
     assert _mid_epoch_state(ckpt) == [{"epoch": 1, "batches": 1}]
     resumed = _resume(cfg, root, epochs, ckpt)
+    _assert_resumed_at(resumed, ckpt, step=4, epoch=1, batch=1, total=9)
     _assert_same_end(resumed, full, ckpt)
     assert resumed.model.track_version == full.model.track_version

@@ -70,6 +70,8 @@ def test_cameras_around_see_the_whole_scene() -> None:
 
 
 def test_cameras_inside_stand_in_the_room() -> None:
+    """Eyes at eye height, over the floor plan, clear of the points; each looks at a point of the
+    cloud at least ``min_view_distance`` (1 m) away horizontally."""
     g = torch.Generator().manual_seed(0)
     floor = torch.rand(3000, 3, generator=g) * torch.tensor([4.0, 3.0, 0.0])
     pillar = torch.rand(300, 3, generator=g) * torch.tensor([0.2, 0.2, 3.0]) + torch.tensor([1.9, 1.4, 0])
@@ -79,7 +81,16 @@ def test_cameras_inside_stand_in_the_room() -> None:
     assert torch.allclose(eyes[:, 2], torch.full((8,), 1.5))  # eye height above the floor (z = 0)
     assert ((eyes[:, 0] > 0) & (eyes[:, 0] < 4) & (eyes[:, 1] > 0) & (eyes[:, 1] < 3)).all()
     assert (torch.cdist(eyes, pts).amin(1) >= 0.3).all()
-    # each camera looks at a point of the cloud at least 1 m away horizontally, in front of it
+    # The target is a point of the cloud on the optical axis (+z of the camera), in front of it: find
+    # the points within 0.1 mm of each axis and check one of them is >= 1 m away horizontally.
+    forward = cams.cam_to_world[:, :3, 2].double()
+    rel = pts.double()[None] - eyes.double()[:, None]  # (V, N, 3)
+    along = (rel * forward[:, None]).sum(-1)
+    off_axis = torch.linalg.cross(rel, forward[:, None].expand_as(rel), dim=-1).norm(dim=-1)
+    on_axis = (off_axis < 1e-4) & (along > 0)
+    assert on_axis.any(1).all()
+    horiz = rel[..., :2].norm(dim=-1)
+    assert (torch.where(on_axis, horiz, 0.0).amax(1) >= 1.0).all()
     uv, depth, inside = project(pts, cams.intrinsics, cams.cam_to_world, cams.image_size)
     assert (inside.sum(1) > 0).all()
     assert torch.equal(cameras_inside(pts, 8, seed=3).cam_to_world, cams.cam_to_world)
