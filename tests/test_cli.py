@@ -153,6 +153,17 @@ CONFIG_ERRORS = {
         "model.init_args.backbone.init_args.width: expected float, got 'abc'",
     ),
     "trainer-wrong-type": (None, ["--trainer.max_epochs=abc"], "trainer.max_epochs: expected int, got 'abc'"),
+    # a class named as the key's bare value (the README's own-data form `--data X`)
+    "unknown-class-bare": (
+        None, ["--model", "unsup3d.pointdc.svc.NoSuchModule"],
+        "model.class_path: unsup3d.pointdc.svc.NoSuchModule is not importable "
+        "(no NoSuchModule in unsup3d.pointdc.svc; did you mean SVCModule?)",
+    ),
+    "misspelt-data-module-bare": (
+        None, ["--data", f"{DM}.SceneFolderDataModul"],
+        f"data.class_path: {DM}.SceneFolderDataModul is not importable "
+        f"(no SceneFolderDataModul in {DM}; did you mean SceneFolderDataModule?)",
+    ),
 }  # fmt: skip
 
 

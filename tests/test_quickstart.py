@@ -120,3 +120,63 @@ def test_teacher_available_is_false_without_weights(tmp_path: Path) -> None:
     assert not quickstart.teacher_available(str(tmp_path / "no-such-teacher"))
 
 
+
+
+def test_take_teacher_takes_both_spellings_and_leaves_the_rest() -> None:
+    assert quickstart.take_teacher(["--teacher", "/m/dino", "--trainer.max_epochs", "2"]) == (
+        "/m/dino",
+        ["--trainer.max_epochs", "2"],
+    )
+    assert quickstart.take_teacher(["--trainer.max_epochs", "2", "--teacher=/m/dino"]) == (
+        "/m/dino",
+        ["--trainer.max_epochs", "2"],
+    )
+    assert quickstart.take_teacher(["--trainer.max_epochs", "2"]) == (None, ["--trainer.max_epochs", "2"])
+    with pytest.raises(SystemExit, match="needs a name or a path"):
+        quickstart.take_teacher(["--teacher"])
+
+
+def test_a_named_teacher_is_checked_and_never_swapped_for_the_teacher_free_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = quickstart.experiments_dir()
+    asked = []
+    monkeypatch.setattr(quickstart, "teacher_available", lambda name: asked.append(name) or True)
+    cmd, svc, why = quickstart.pointdc_recipes(root, teacher="/models/dino-vits8")
+    assert (cmd.name, svc.name) == ("pointdc_cmd.yaml", "pointdc_svc.yaml")
+    assert asked == ["/models/dino-vits8"] and why == "2D teacher /models/dino-vits8"
+    monkeypatch.setattr(quickstart, "teacher_available", lambda name: False)
+    with pytest.raises(SystemExit, match="no weights of the 2D teacher /models/dino-vits8"):
+        quickstart.pointdc_recipes(root, teacher="/models/dino-vits8")
+    with pytest.raises(SystemExit, match="exclude each other"):
+        quickstart.pointdc_recipes(root, "random-teacher", teacher="/models/dino-vits8")
+
+
+def test_main_gives_the_named_teacher_to_cmd_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The teacher reaches CMD's data module (``feature_targets.teacher``); SVC, which reads no 2D
+    targets, gets the other arguments and CMD's checkpoint."""
+    from types import SimpleNamespace
+
+    runs = []
+
+    def fake_fit(config: Path, extra: list[str]) -> SimpleNamespace:
+        runs.append((config.name, list(extra)))
+        ckpt = SimpleNamespace(last_model_path=f"{config.stem}.ckpt", best_model_path="")
+        metrics = {"val/miou": 0.5, "val/acc": 0.75}
+        trainer = SimpleNamespace(checkpoint_callback=ckpt, callback_metrics=metrics)
+        return SimpleNamespace(trainer=trainer)
+
+    monkeypatch.setattr(quickstart, "teacher_available", lambda name: name == "/models/dino-vits8")
+    monkeypatch.setattr(quickstart, "_fit", fake_fit)
+    metrics = quickstart.main(["--teacher", "/models/dino-vits8", "--trainer.max_epochs", "1"])
+    assert metrics == {"val/miou": 0.5, "val/acc": 0.75}
+    assert runs == [
+        (
+            "pointdc_cmd.yaml",
+            ["--data.init_args.feature_targets.teacher", "/models/dino-vits8", "--trainer.max_epochs", "1"],
+        ),
+        (
+            "pointdc_svc.yaml",
+            ["--model.init_args.init_checkpoint", "pointdc_cmd.ckpt", "--trainer.max_epochs", "1"],
+        ),
+    ]

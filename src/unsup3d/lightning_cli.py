@@ -122,6 +122,17 @@ def _union_items(text: str) -> list[str]:
     return [f"{it[0]}\n{textwrap.dedent(chr(10).join(it[1:]))}".strip() for it in items]
 
 
+def _top_items(text: str) -> list[str]:
+    """The entries of a list of ``- `` lines at the text's left margin, each with the lines under it."""
+    items: list[list[str]] = []
+    for line in text.splitlines():
+        if line.startswith("- "):
+            items.append([line[2:]])
+        elif items:
+            items[-1].append(line)
+    return ["\n".join(it).strip() for it in items]
+
+
 def _given(text: str) -> str | None:
     m = re.search(r"^\s*Given value: (.*)$", text, re.M)
     return m[1] if m else None
@@ -163,6 +174,10 @@ def _explain(text: str, key: str) -> str | None:
     """One line for the error ``text`` under ``key``, or None where the text has an unknown shape."""
     if m := _KEY.match(text):
         return _explain(_after_header(m[2]), _join(key, m[1]))
+    if text.startswith("- "):  # alternatives, e.g. a class given as a bare value: a path, or a union
+        items = _top_items(text)
+        union = [it for it in items if it.startswith("Does not validate")]
+        return next((e for it in union + items if (e := _explain(it, key))), None)
     if text.startswith("Does not validate against any of the Union subtypes"):
         errors = [e for e in _union_items(text) if e != _NONE_ALTERNATIVE]
         expected = [m[1] for e in errors if (m := _EXPECTED.match(e))]

@@ -6,13 +6,15 @@ generates the rooms (ScanNet's raw layout), runs Cross-Modal Distillation, then 
 Clustering from its checkpoint, and prints the final Hungarian-matched mIoU, accuracy and per-class
 IoU on the validation rooms. Extra arguments go to every run, e.g. ``--trainer.max_epochs 2``.
 
-Which distillation: where the recipe's 2D teacher (DINO ViT-S/8) is on this machine (a local folder
-or the Hugging Face cache), CMD distils it (``experiments/quickstart/pointdc_{cmd,svc}.yaml``);
+Which distillation: where the recipe's 2D teacher (``facebook/dino-vits8``, DINO ViT-S/8) is in the
+local Hugging Face cache, CMD distils it (``experiments/quickstart/pointdc_{cmd,svc}.yaml``);
 where it is not, the quickstart says so and runs PointDC's teacher-free path instead
 (``experiments/quickstart/pointdc_geometric_{cmd,svc}.yaml``: hand-made descriptors distilled, then
 clustered with the network's features), so that its number means something.
-``python -m unsup3d.quickstart random-teacher`` forces the 2D recipes with a RANDOM ViT where the
-weights are missing (a smoke test of the 2D path: its targets carry no semantics).
+``python -m unsup3d.quickstart --teacher PATH|NAME`` distils that teacher instead of the recipe's
+(a local copy such as ``/models/dino-vits8``; it stops with a message where its weights are not
+found). ``python -m unsup3d.quickstart random-teacher`` forces the 2D recipes with a RANDOM ViT
+where the weights are missing (a smoke test of the 2D path: its targets carry no semantics).
 
     python -m unsup3d.quickstart stssl
 
@@ -83,9 +85,21 @@ def teacher_available(name: str) -> bool:
     return True
 
 
-def pointdc_recipes(root: Path, mode: str = "auto") -> tuple[Path, Path, str]:
+def pointdc_recipes(root: Path, mode: str = "auto", teacher: str | None = None) -> tuple[Path, Path, str]:
     """The (CMD, SVC) recipes the quickstart runs and why: the 2D ones where the teacher's weights are
-    here (or ``mode`` is ``random-teacher``), else the teacher-free ones."""
+    here (or ``mode`` is ``random-teacher``), else the teacher-free ones. ``teacher`` (a name or a local
+    path) replaces the recipe's; it must be found: asked for by name, it is not swapped for the
+    teacher-free path."""
+    if teacher is not None:
+        if mode == "random-teacher":
+            raise SystemExit("quickstart: --teacher and random-teacher exclude each other")
+        if not teacher_available(teacher):
+            raise SystemExit(
+                f"quickstart: no weights of the 2D teacher {teacher} on this machine (a local folder "
+                "as written by `huggingface-cli download ... --local-dir`, or a name in the Hugging Face "
+                "cache); see the README, 'Pretrained 2D teacher'"
+            )
+        return root / "pointdc_cmd.yaml", root / "pointdc_svc.yaml", f"2D teacher {teacher}"
     teacher = recipe_teacher(root / "pointdc_cmd.yaml")
     if mode == "random-teacher":
         return (
@@ -102,6 +116,23 @@ def pointdc_recipes(root: Path, mode: str = "auto") -> tuple[Path, Path, str]:
     return root / "pointdc_geometric_cmd.yaml", root / "pointdc_geometric_svc.yaml", why
 
 
+def take_teacher(args: Sequence[str]) -> tuple[str | None, list[str]]:
+    """``--teacher X`` / ``--teacher=X`` taken out of the quickstart's arguments: (X or None, the rest)."""
+    rest: list[str] = []
+    teacher = None
+    it = iter(args)
+    for a in it:
+        if a == "--teacher":
+            teacher = next(it, None)
+            if teacher is None:
+                raise SystemExit("quickstart: --teacher needs a name or a path")
+        elif a.startswith("--teacher="):
+            teacher = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+    return teacher, rest
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run CMD then SVC (or, with ``stssl`` first, STSSL's chain); print and return the final metrics."""
     extra = list(sys.argv[1:] if argv is None else argv)
@@ -110,9 +141,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     mode = "auto"
     if extra[:1] == ["random-teacher"]:
         mode, extra = "random-teacher", extra[1:]
-    cmd_recipe, svc_recipe, why = pointdc_recipes(experiments_dir(), mode)
+    teacher, extra = take_teacher(extra)
+    cmd_recipe, svc_recipe, why = pointdc_recipes(experiments_dir(), mode, teacher)
     print(f"PointDC quickstart: {why}", flush=True)
-    cmd = _fit(cmd_recipe, extra)
+    teacher_args = [] if teacher is None else ["--data.init_args.feature_targets.teacher", teacher]
+    cmd = _fit(cmd_recipe, [*teacher_args, *extra])
     svc = _fit(svc_recipe, ["--model.init_args.init_checkpoint", _last_checkpoint(cmd), *extra])
     metrics = {k: v for k, v in svc.trainer.callback_metrics.items() if k.startswith("val/")}
     path = why.split(":")[0]
