@@ -238,11 +238,16 @@ def held_out_view(root: Path, work: Path, every: int) -> Path:
         return root
     if every < 2:
         raise SystemExit(f"{root}: no val scenes, and --val-every {every} would hold out every scene")
+    n_val = len(scenes) // every
+    if n_val == 0:
+        raise SystemExit(
+            f"{root}: no val scenes, and its {len(scenes)} scenes are fewer than --val-every {every}, so "
+            "none would be held out: give a root with val/ scenes or a smaller --val-every"
+        )
     view = _scene_view(work / "split_view", {
         "train": [s for i, s in enumerate(scenes) if (i + 1) % every != 0],
         "val": [s for i, s in enumerate(scenes) if (i + 1) % every == 0],
     })  # fmt: skip
-    n_val = len(scenes) // every
     suffix = "th" if every % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(every % 10, "th")
     nth = f"{every}{suffix}"
     print(f"{root}: no val scenes; holding out every {nth} scene by name ({n_val} of {len(scenes)}) as val")
@@ -479,6 +484,18 @@ def run_row(row: str, root: Path, dm, args: argparse.Namespace, seed: int, k: in
     raise ValueError(f"unknown row {row!r}")
 
 
+def present_miou(iou: list[float | None], class_share: list[float]) -> float:
+    """The mean IoU over the classes that hold val points, the same classes for every row.
+
+    The headline ``miou`` (:class:`~unsup3d.metrics.HungarianMIoU`, every other benchmark's) also
+    averages in, as 0, each class absent from val to which a non-empty cluster was matched, and leaves
+    out one whose matched cluster is empty: a row whose clusters collapse is then averaged over fewer
+    classes. (GrowSP's release, ``eval_ScanNet.py``, averages over all classes, absent ones as 0.) Where
+    every class holds val points the three are equal."""
+    present = [v if v is not None else 0.0 for v, share in zip(iou, class_share, strict=True) if share > 0]
+    return float(np.mean(present)) if present else float("nan")
+
+
 def _job(row: str, seed: int, args: argparse.Namespace, k: int) -> dict:
     """One (row, seed) in its own process: torch on one thread (the sparse convolution's best on a CPU)."""
     if not torch.cuda.is_available():
@@ -488,6 +505,7 @@ def _job(row: str, seed: int, args: argparse.Namespace, k: int) -> dict:
     miou, acc, iou = run_row(row, args.root, dm, args, seed, k)
     return {
         "row": row, "seed": seed, "miou": miou, "acc": acc, "iou": iou, "seconds": time.perf_counter() - t0,
+        "miou_present": present_miou(iou, args.class_share),
         "root": str(args.root), "num_classes": k, "teacher": args.teacher if row == "teacher" else None,
         "cmd_epochs": args.cmd_epochs, "svc_epochs": args.svc_epochs, "voxel_size": args.voxel_size,
         "clusters": max(args.clusters or k, k), "descriptors": args.descriptors, "svc_lr": args.svc_lr,
@@ -604,18 +622,31 @@ def main(argv: list[str] | None = None) -> dict[str, list[tuple[float, float]]]:
         write_row("realscan", record)
     print(f"all rows: {time.perf_counter() - t_all:.0f} s with {args.jobs} process(es)")
     results: dict[str, list[tuple[float, float]]] = {r: [] for r in rows}
+    present: dict[str, list[float]] = {r: [] for r in rows}
     for seed in seeds:
         for row in rows:
             record = records[(row, seed)]
             results[row].append((record["miou"], record["acc"]))
+            present[row].append(record["miou_present"])
             if args.json:
                 with args.json.open("a") as f:
                     f.write(json.dumps(record) + "\n")
+    absent = sum(share == 0 for share in args.class_share)
     print(f"\nPointDC on {args.root}, mean (std) of {args.seeds} seeds, Hungarian-matched on val, %")
-    print(f"{'':22s} {'mIoU':>14s} {'Acc':>14s}")
+    print(f"{'':22s} {'mIoU':>14s} {'Acc':>14s} {'mIoU, classes in val':>22s}")
     for row in rows:
         miou, acc = (np.array(results[row]) * 100).T
-        print(f"{row:22s} {miou.mean():6.2f} ({miou.std():4.2f}) {acc.mean():6.2f} ({acc.std():4.2f})")
+        mp = np.array(present[row]) * 100
+        print(
+            f"{row:22s} {miou.mean():6.2f} ({miou.std():4.2f}) {acc.mean():6.2f} ({acc.std():4.2f})"
+            f" {mp.mean():14.2f} ({mp.std():4.2f})"
+        )
+    if absent:
+        print(
+            f"{absent} of the {k} classes hold no val points: mIoU counts each as 0 where a non-empty "
+            "cluster was matched to it, so the classes it averages over differ between rows; the last "
+            "column averages over the classes in val only, the same for every row"
+        )
     print_class_table(records, rows, seeds, names, args.class_share)
     return results
 

@@ -123,8 +123,11 @@ def test_handcrafted_row_and_json(rooms: Path, tmp_path: Path, capsys, monkeypat
         # a class in val always has an IoU; one absent from it none, or 0 where a cluster was matched to it
         for v, share in zip(r["iou"], r["class_share"]):
             assert v is not None if share > 0 else v in (None, 0.0)
+        in_val = [v for v, share in zip(r["iou"], r["class_share"]) if share > 0]
+        assert r["miou_present"] == pytest.approx(sum(in_val) / len(in_val))
     printed = capsys.readouterr().out
     assert "kmeans-handcrafted" in printed and "IoU per class" in printed and "floor" in printed
+    assert "mIoU, classes in val" in printed
     # the descriptors and super-voxels were added to the scene folders once
     scene = next((rooms / "val").iterdir())
     assert np.load(scene / "descriptor.npy").shape == (len(np.load(scene / "coord.npy")), 14)
@@ -166,6 +169,20 @@ def test_root_without_val_holds_out_every_nth_scene(rooms: Path, tmp_path: Path,
     for row in ("kmeans-handcrafted", "kmeans-regions"):
         assert 0 < results[row][0][0] <= results[row][0][1] <= 1
     assert realscan.held_out_view(rooms, work, 3) == rooms  # a root with val scenes is used as it is
+    few = tmp_path / "few"
+    for name in names[:2]:
+        shutil.copytree(flat / "train" / name, few / "train" / name)
+    with pytest.raises(SystemExit, match="its 2 scenes are fewer than --val-every 3"):
+        realscan.held_out_view(few, tmp_path / "work_few", 3)
+    assert not (tmp_path / "work_few").exists()  # stopped before it made a view
+
+
+def test_present_miou_averages_over_the_classes_in_val() -> None:
+    """The same classes for every row: those holding val points, a present class with no IoU as 0."""
+    share = [0.3, 0.0, 0.0, 0.7]
+    assert realscan.present_miou([0.5, None, 0.0, 1.0], share) == pytest.approx(0.75)
+    assert realscan.present_miou([0.5, 0.0, None, None], share) == pytest.approx(0.25)
+    assert np.isnan(realscan.present_miou([None, None], [0.0, 0.0]))
 
 
 def test_descriptor_settings_reach_every_row(rooms: Path, tmp_path: Path, monkeypatch) -> None:

@@ -125,3 +125,23 @@ def test_scene_normals_estimate_only_the_unusable_rows(tmp_path: Path) -> None:
     np.save(d / "normal.npy", np.full((n, 3), np.nan, np.float32))
     with pytest.warns(UserWarning, match="no usable normal among 500"):
         assert sf.scene_normals(d, coord) is None
+
+
+def test_colours_in_0_1_are_refused_before_they_pass_as_black(tmp_path: Path) -> None:
+    """Every reader divides colours by 255: float colours in [0, 1] would be near-black, silently."""
+    from unsup3d.data.indoor_datamodules import SceneFolderDataModule
+
+    scene = {k: v for k, v in _scene().items() if k != "superpoint"}  # the data module would add one
+    sf.write_scene(tmp_path / "train" / "a", scene)
+    assert sf.color_scale_problem(tmp_path / "train" / "a") is None  # uint8: 0-255 whatever its values
+    np.save(tmp_path / "train" / "a" / "color.npy", scene["color"].astype(np.float32))  # float 0-255
+    assert sf.color_scale_problem(tmp_path / "train" / "a") is None
+    dark = np.full((len(scene["coord"]), 3), 0.004, dtype=np.float32)  # 1/255: a dark scene, 0-255
+    np.save(tmp_path / "train" / "a" / "color.npy", dark * 255)
+    assert sf.color_scale_problem(tmp_path / "train" / "a") is None
+    np.save(tmp_path / "train" / "a" / "color.npy", scene["color"].astype(np.float64) / 255)  # 0-1
+    problem = sf.color_scale_problem(tmp_path / "train" / "a")
+    assert problem is not None and "near-black" in problem and "unsup3d import" in problem
+    with pytest.raises(ValueError, match="near-black"):
+        SceneFolderDataModule(root=str(tmp_path)).prepare_data()
+    assert not (tmp_path / "train" / "a" / "superpoint.npy").exists()  # refused before any work

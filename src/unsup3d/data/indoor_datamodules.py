@@ -22,6 +22,7 @@ from unsup3d.data.prepare import STALE, Job, npy_problem, preparation_lock, run_
 from unsup3d.data.scene_folder import (
     TRAINING_KEYS,
     add_arrays,
+    color_scale_problem,
     file_digest,
     list_scenes,
     read_scene,
@@ -234,7 +235,8 @@ class SceneFolderDataModule(IndoorDataModule):
     added in place by ``prepare_data``, on the scene's own normals where it has ``normal.npy`` (else
     normals estimated from the points), recorded in ``superpoint.json``: a later run with other
     ``superpoint_c`` / ``superpoint_min_size``, or after the points, colours or ``normal.npy`` changed,
-    recomputes them (:func:`superpoints_problem`); a ``superpoint.npy`` of the scene's own is kept."""
+    recomputes them (:func:`superpoints_problem`); a ``superpoint.npy`` of the scene's own is kept.
+    Float colours in [0, 1] are refused (``ValueError``): they are read as 0-255."""
 
     name = "scene_folder"
     raw_layout = "scene folders <root>/<split>/<scene>/{coord,color,segment}.npy (Pointcept's layout)"
@@ -259,12 +261,15 @@ class SceneFolderDataModule(IndoorDataModule):
 
     def prepare_data(self) -> None:
         self.check_raw_root()
+        scenes = [d for split in ("train", "val") for d in list_scenes(self.root, split)]
+        for d in scenes:
+            if problem := color_scale_problem(d):
+                raise ValueError(problem)
         with preparation_lock(self.root):
             check = partial(_superpoint_output_problem, sp=self.sp)
             jobs = [
                 Job(f"scene {d}", d / "superpoint.npy", _add_superpoints, (d, self.sp), check=check)
-                for split in ("train", "val")
-                for d in list_scenes(self.root, split)
+                for d in scenes
             ]
             run_jobs(jobs, self.prepare_workers, desc="super-voxels")
             self.prepare_extra()

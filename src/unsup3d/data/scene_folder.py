@@ -186,6 +186,26 @@ def source_digests(scene_dir: Path, keys: Sequence[str] = SOURCE_KEYS) -> dict[s
     return {key: file_digest(path) if path.is_file() else None for key, path in paths.items()}
 
 
+def color_scale_problem(scene_dir: str | os.PathLike) -> str | None:
+    """Why ``color.npy`` looks like colours in 0-1 where 0-255 are read (every reader divides by 255, so
+    they would pass as near-black, silently), or None. Only float arrays are checked: a uint8 array is
+    0-255 whatever its values. ``unsup3d import`` converts 0-1 colours as it writes them."""
+    path = Path(scene_dir) / "color.npy"
+    if not path.is_file():
+        return None
+    color = np.load(path, mmap_mode="r", allow_pickle=False)
+    if not np.issubdtype(color.dtype, np.floating) or color.size == 0:
+        return None
+    top = float(np.nanmax(color))
+    if top <= 1.0:
+        return (
+            f"{path}: colours in [{float(np.nanmin(color)):g}, {top:g}], read as 0-255 they are "
+            "near-black; write them times 255 (or as uint8), or write the scenes with `unsup3d import`, "
+            "which converts them"
+        )
+    return None
+
+
 def scene_normals(scene_dir: Path, coord: np.ndarray) -> np.ndarray | None:
     """The scene's own unit normals (``normal.npy``, e.g. from the scanner or the mesh) for the super-voxel
     graph and the grown regions, or None to estimate them all from the points ``coord`` (N, 3): where
