@@ -11,7 +11,14 @@ import pytest
 import torch
 
 from benchmarks import realscan
-from benchmarks.rooms_as_scene_folders import l_shaped, noisy_colour, partial_ceiling, scan_like, write_rooms
+from benchmarks.rooms_as_scene_folders import (
+    l_shaped,
+    noisy_colour,
+    partial_ceiling,
+    scan_like,
+    thin_structure,
+    write_rooms,
+)
 
 
 @pytest.fixture(scope="module")
@@ -721,3 +728,38 @@ def test_denser_rooms_are_the_same_rooms(tmp_path: Path) -> None:
             np.testing.assert_allclose(b.max(0), a.max(0), atol=0.1)
             labels = [np.unique(np.load(r / split / d.name / "segment.npy")) for r in (base, dense)]
             np.testing.assert_array_equal(*labels)
+
+
+def test_thinned_structure_holds_its_share_and_keeps_every_other_point() -> None:
+    """--structure-share: walls and floor thinned to the share of the labelled points; the objects,
+    the unlabelled points and every array's rows of the kept points as they were."""
+    room = _box_room_with_normals(np.random.default_rng(8))
+    n = len(room["coord"])
+    rng = np.random.default_rng(1)
+    objects = {  # a table-sized class-7 block and unlabelled clutter beside the walls and floor
+        "coord": rng.uniform([1, 1, 0], [2, 2, 0.8], (3000, 3)),
+        "color": rng.integers(0, 256, (3000, 3)).astype(np.uint8),
+        "segment": np.r_[np.full(2500, 7), np.full(500, -1)],
+        "normal": np.tile([0.0, 0.0, 1.0], (3000, 1)),
+    }
+    scene = {k: np.concatenate([room[k], objects[k].astype(room[k].dtype)]) for k in room}
+    structure = np.isin(scene["segment"], (0, 1))
+    assert structure.sum() / (scene["segment"] >= 0).sum() > 0.75
+    out = thin_structure(scene, 0.5, np.random.default_rng(3))
+    kept_struct = np.isin(out["segment"], (0, 1))
+    assert kept_struct.sum() / (out["segment"] >= 0).sum() == pytest.approx(0.5, abs=0.02)
+    for key in scene:  # the objects and the unlabelled points: the same rows, in the same order
+        np.testing.assert_array_equal(out[key][~kept_struct], scene[key][~structure])
+    # the kept wall and floor points are rows of the input, in order, with their own colours and normals
+    row_of = {tuple(c): i for i, c in zip(np.flatnonzero(structure), scene["coord"][structure])}
+    picked = np.array([row_of[tuple(c)] for c in out["coord"][kept_struct]])
+    assert len(picked) < structure.sum() and (np.diff(picked) > 0).all()
+    for key in scene:
+        np.testing.assert_array_equal(out[key][kept_struct], scene[key][picked])
+    # where walls and floor already hold less, nothing is dropped
+    same = thin_structure(scene, 0.9, np.random.default_rng(3))
+    for key in scene:
+        np.testing.assert_array_equal(same[key], scene[key])
+    assert len(room["coord"]) == n
+    with pytest.raises(ValueError, match="structure-share"):
+        thin_structure(scene, 1.0, np.random.default_rng(3))
