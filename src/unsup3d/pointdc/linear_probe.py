@@ -14,6 +14,7 @@ from lightning.pytorch import LightningModule
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from unsup3d.training.common import build_backbone, default_pointdc_backbone
+from unsup3d.training.evaluation import forget_logged
 from unsup3d.training.precision import float32, to_float32
 
 
@@ -84,8 +85,12 @@ class LinearProbeModule(LightningModule):
             "confusion": self.val_iou.confmat.T.clone(), "assignment": torch.arange(n, device=iou.device),
         }  # fmt: skip
         names = self.hparams.class_names or getattr(self.trainer.datamodule, "class_names", None)
-        for c in torch.nonzero(present).flatten().tolist():
-            self.log(f"val/iou/{names[c] if names else c}", iou[c])
+        for c in range(n):
+            key = f"val/iou/{names[c] if names else c}"
+            if present[c]:
+                self.log(key, iou[c])
+            else:
+                forget_logged(self, key)  # an earlier validation's value of a class absent now
         self.val_iou.reset()
         self.val_acc.reset()
 

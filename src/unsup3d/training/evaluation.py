@@ -32,13 +32,27 @@ def merge_clusters(centroids: Tensor, num_classes: int, seed: int = 0, spherical
 def log_metric(
     module: LightningModule, metric: HungarianMIoU, prefix: str, class_names: Sequence[str] | None
 ) -> dict:
-    """Compute, log and reset ``metric``; returns the computed dict."""
+    """Compute, log and reset ``metric``; returns the computed dict.
+
+    A class whose IoU is undefined (NaN: no point of it and no point matched to it) is not logged, and
+    its value from an earlier validation of the run is removed from the trainer's ``callback_metrics``,
+    which Lightning keeps from epoch to epoch: what a run reports after its last validation (the
+    quickstart's table, a benchmark's per-class IoU) is that validation's alone."""
     out = metric.compute()
     module.log(f"{prefix}/miou", out["miou"].float(), sync_dist=False)
     module.log(f"{prefix}/acc", out["acc"].float(), sync_dist=False)
     names = class_names or [str(i) for i in range(len(out["iou"]))]
     for name, iou in zip(names, out["iou"].tolist()):
-        if iou == iou:  # NaN: the class never occurs
+        if iou == iou:
             module.log(f"{prefix}/iou/{name}", iou, sync_dist=False)
+        else:
+            forget_logged(module, f"{prefix}/iou/{name}")
     metric.reset()
     return out
+
+
+def forget_logged(module: LightningModule, key: str) -> None:
+    """Remove ``key``'s value from an earlier epoch from the trainer's ``callback_metrics`` (which
+    Lightning keeps from epoch to epoch), for a metric this epoch does not log."""
+    if module._trainer is not None:
+        module.trainer.callback_metrics.pop(key, None)
