@@ -180,3 +180,31 @@ def test_main_gives_the_named_teacher_to_cmd_only(monkeypatch: pytest.MonkeyPatc
             ["--model.init_args.init_checkpoint", "pointdc_cmd.ckpt", "--trainer.max_epochs", "1"],
         ),
     ]
+
+
+@pytest.mark.parametrize(("epochs", "every", "limit", "validated"), [
+    (12, 4, 1.0, False),  # the last epoch was validated: its metrics stand
+    (10, 4, 1.0, True),  # epochs 4 and 8 validated, not 10: the last checkpoint is validated
+    (2, 4, 1.0, True),  # never validated
+    (10, 4, 0, False),  # validation switched off
+])  # fmt: skip
+def test_fit_validates_the_last_checkpoint_where_the_last_epoch_was_not(
+    monkeypatch: pytest.MonkeyPatch, epochs: int, every: int, limit: float, validated: bool
+) -> None:
+    from types import SimpleNamespace
+
+    calls = []
+
+    class FakeTrainer:
+        current_epoch, check_val_every_n_epoch, limit_val_batches = epochs, every, limit
+        checkpoint_callback = SimpleNamespace(last_model_path="last.ckpt", best_model_path="")
+
+        def validate(self, model, datamodule=None, ckpt_path=None, verbose=True):
+            calls.append((model, datamodule, ckpt_path))
+
+    def fake_cli(args):
+        return SimpleNamespace(trainer=FakeTrainer(), model="model", datamodule="data")
+
+    monkeypatch.setattr(quickstart, "Unsup3DCLI", fake_cli)
+    quickstart._fit(Path("recipe.yaml"), ["--trainer.max_epochs", str(epochs)])
+    assert calls == ([("model", "data", "last.ckpt")] if validated else [])

@@ -40,8 +40,17 @@ def experiments_dir() -> Path:
 
 
 def _fit(config: Path, extra: Sequence[str]) -> Unsup3DCLI:
+    """``unsup3d fit``, then, where its last epoch was not validated (a recipe validates every few
+    epochs; ``--trainer.max_epochs`` may end between two), a validation of its last checkpoint: the
+    metrics the quickstart prints are those of the weights it ends with."""
     print(f"\n=== unsup3d fit --config {config} {' '.join(extra)}", flush=True)
-    return Unsup3DCLI(args=["fit", "--config", str(config), *extra])
+    cli = Unsup3DCLI(args=["fit", "--config", str(config), *extra])
+    trainer = cli.trainer
+    every = trainer.check_val_every_n_epoch
+    if trainer.limit_val_batches and every and trainer.current_epoch % every:
+        print(f"=== validating the last checkpoint (epoch {trainer.current_epoch - 1})", flush=True)
+        trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=_last_checkpoint(cli), verbose=False)
+    return cli
 
 
 def _last_checkpoint(cli: Unsup3DCLI) -> str:

@@ -370,3 +370,40 @@ def test_quickstart_svc_lr_is_the_releases_scaled_to_its_batch(config: str) -> N
     assert (release_lr, release_batch) == (0.03, 8)
     lr, batch = load(config)
     assert lr == pytest.approx(release_lr * batch / release_batch)
+
+
+
+def test_a_checkpoint_past_warm_up_is_validated_as_in_training(rooms_root: Path, tmp_path: Path) -> None:
+    """``validate`` / ``unsup3d evaluate`` from a checkpoint: Lightning restores no fit loop there
+    (``current_epoch`` reads 0), yet the classifier must score as at the checkpoint's epoch, past
+    warm-up the release's unnormalised ``|f| cos``: the flag seen inside the validation steps, and the
+    same mIoU as the fit's last validation."""
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+    class Seen(Callback):
+        def __init__(self) -> None:
+            self.normalize: list[bool] = []
+
+        def on_validation_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0):
+            self.normalize.append(module.classifier.normalize_input)
+
+    def module() -> SVCModule:
+        return SVCModule(backbone=_backbone(), num_classes=20, num_clusters=6, warmup_epochs=1,
+                         kmeans_iters=2, feature_cache_mb=0, fixed_normalize=False)  # fmt: skip
+
+    quiet = dict(accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path,
+                 enable_model_summary=False, num_sanity_val_steps=0)  # fmt: skip
+    fit_seen, ckpt = Seen(), ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    fit = Trainer(max_epochs=3, limit_train_batches=1, check_val_every_n_epoch=3, callbacks=[fit_seen, ckpt],
+                  **quiet)  # fmt: skip
+    fit.fit(module(), _dm(rooms_root))
+    trained = float(fit.callback_metrics["val/miou"])
+    assert fit_seen.normalize and not any(fit_seen.normalize)  # epoch 2, past the 1 warm-up epoch
+
+    seen = Seen()
+    out = Trainer(callbacks=[seen], **quiet).validate(
+        module(), datamodule=_dm(rooms_root), ckpt_path=ckpt.last_model_path, verbose=False
+    )
+    assert seen.normalize and not any(seen.normalize)
+    assert out[0]["val/miou"] == pytest.approx(trained, abs=1e-6)

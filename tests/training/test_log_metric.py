@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from torch.utils.data import DataLoader
@@ -57,3 +58,18 @@ def test_a_class_undefined_at_the_last_validation_is_not_reported_from_an_earlie
     trainer.fit(module, data, data)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     assert metrics == {"val/miou": 0.800000011920929, "val/acc": 0.5, "val/iou/wall": 0.800000011920929}
+
+
+def test_class_names_of_another_length_give_way_to_ids(tmp_path) -> None:
+    """A list of names of another length would mislabel or drop per-class keys: ids, with a warning."""
+    module = _Module([[0.9, 0.0]])
+    module.on_validation_epoch_end = lambda: log_metric(module, module.metric, "val", ["wall"])
+    trainer = Trainer(
+        max_epochs=1, default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+    )  # fmt: skip
+    data = DataLoader(torch.ones(2, 1), batch_size=1)
+    with pytest.warns(UserWarning, match="1 class names for 2 classes"):
+        trainer.validate(module, data, verbose=False)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/iou/")}
+    assert metrics == {"val/iou/0": pytest.approx(0.9), "val/iou/1": 0.0}

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
+from lightning.pytorch.trainer.states import TrainerFn
 
 from unsup3d.metrics import HungarianMIoU
 from unsup3d.models import CosineClassifier
@@ -114,6 +115,7 @@ class SVCModule(LightningModule):
         self.register_buffer("centroids", torch.zeros(self.num_clusters, joint))
         self.register_buffer("last_cluster_epoch", torch.tensor(-1))
         self.labels = PseudoLabels({}, {})
+        self._checkpoint_epoch: int | None = None  # the loaded checkpoint's epoch, for scoring outside fit
         self._groups: torch.Tensor | None = None  # cluster -> class group when merging over-clusters
         self.metric = HungarianMIoU(num_classes, self._eval_clusters())
 
@@ -177,11 +179,22 @@ class SVCModule(LightningModule):
         """Whether the classifier is the fixed, non-parametric one (Eq. 9) in ``epoch``."""
         return self.hparams.nonparametric and epoch >= self.hparams.warmup_epochs
 
+    def scoring_epoch(self) -> int:
+        """The epoch the classifier scores as: the fit's own; outside fit (``validate``, ``test``,
+        ``predict``, ``unsup3d evaluate``, where Lightning restores no fit loop and ``current_epoch`` reads
+        0), the loaded checkpoint's, so that a checkpoint past warm-up is scored as its own validation
+        in training scored it (with none loaded, ``current_epoch``)."""
+        fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+        if fitting or self._checkpoint_epoch is None:
+            return self.current_epoch
+        return self._checkpoint_epoch
+
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """Per-point logits against the clusters."""
         # the release's fixed classifier scores unnormalised features (|f| cos), the warm-up's a cosine;
         # a function of the epoch alone, so a run resumed mid-epoch scores as the uninterrupted one
-        self.classifier.normalize_input = not self._fixed(self.current_epoch) or self.hparams.fixed_normalize
+        fixed = self._fixed(self.scoring_epoch())
+        self.classifier.normalize_input = not fixed or self.hparams.fixed_normalize
         feats = self.backbone(batch["sparse"], batch["inverse"])
         with float32(feats.device):  # logits feed cross-entropy, argmax and pooling: float32 under bf16
             return self.classifier(to_float32(feats))
@@ -269,3 +282,4 @@ class SVCModule(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.labels = PseudoLabels.from_state(checkpoint.get("svc_pseudo_labels", {}))
+        self._checkpoint_epoch = int(checkpoint.get("epoch", 0))

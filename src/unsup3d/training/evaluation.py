@@ -3,6 +3,7 @@ Hungarian metric and its logging (``val/miou``, ``val/acc`` as fractions, ``val/
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -32,7 +33,8 @@ def merge_clusters(centroids: Tensor, num_classes: int, seed: int = 0, spherical
 def log_metric(
     module: LightningModule, metric: HungarianMIoU, prefix: str, class_names: Sequence[str] | None
 ) -> dict:
-    """Compute, log and reset ``metric``; returns the computed dict.
+    """Compute, log and reset ``metric``; returns the computed dict. ``class_names`` of another length
+    than the classes would mislabel them: the classes are then named by id, with a warning.
 
     A class whose IoU is undefined (NaN: no point of it and no point matched to it) is not logged, and
     its value from an earlier validation of the run is removed from the trainer's ``callback_metrics``,
@@ -42,6 +44,12 @@ def log_metric(
     module.log(f"{prefix}/miou", out["miou"].float(), sync_dist=False)
     module.log(f"{prefix}/acc", out["acc"].float(), sync_dist=False)
     names = class_names or [str(i) for i in range(len(out["iou"]))]
+    if len(names) != len(out["iou"]):  # e.g. a data module's 20 names beside num_classes 13
+        warnings.warn(
+            f"{len(names)} class names for {len(out['iou'])} classes: per-class IoU logged by class id",
+            stacklevel=2,
+        )
+        names = [str(i) for i in range(len(out["iou"]))]
     for name, iou in zip(names, out["iou"].tolist()):
         if iou == iou:
             module.log(f"{prefix}/iou/{name}", iou, sync_dist=False)
