@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from torch.utils.data import DataLoader
 
-from unsup3d.training.evaluation import log_metric
+from unsup3d.training.evaluation import forget_metric, log_metric
 
 
 class _Scripted:
@@ -73,3 +73,25 @@ def test_class_names_of_another_length_give_way_to_ids(tmp_path) -> None:
         trainer.validate(module, data, verbose=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/iou/")}
     assert metrics == {"val/iou/0": pytest.approx(0.9), "val/iou/1": 0.0}
+
+
+class _Skipping(_Module):
+    """Evaluates at epoch 0, skips (too few points to cluster) at epoch 1."""
+
+    def on_validation_epoch_end(self) -> None:
+        if self.current_epoch == 0:
+            self.last_metrics = log_metric(self, self.metric, "val", ["wall", "bathtub"])
+        else:
+            forget_metric(self, "val")
+            self.log("val/loss", 1.0)  # another val key of the epoch stays
+
+
+def test_a_skipped_evaluation_does_not_report_the_previous_one(tmp_path) -> None:
+    module = _Skipping([[0.9, 0.0]])
+    data = DataLoader(torch.ones(2, 1), batch_size=1)
+    trainer = Trainer(
+        max_epochs=2, default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+    )  # fmt: skip
+    trainer.fit(module, data, data)
+    assert {k for k in trainer.callback_metrics if k.startswith("val/")} == {"val/loss"}

@@ -26,7 +26,7 @@ from unsup3d.metrics import HungarianMIoU
 from unsup3d.models import DistillationHead
 from unsup3d.pointdc.clustering_pass import descriptor_scale
 from unsup3d.training.common import default_pointdc_backbone
-from unsup3d.training.evaluation import log_metric
+from unsup3d.training.evaluation import forget_metric, log_metric
 from unsup3d.vision.projection import superpoint_mean
 
 #: points a ``HungarianMIoU.update`` call receives at most when the epoch's counts are replayed
@@ -258,6 +258,7 @@ class CMDModule(LightningModule):
         """Spherical K-means of the epoch's units, then the Hungarian metric on their points; returns the
         metric's dict and ``unit_clusters``, the cluster of each unit."""
         if not self._val_units:
+            forget_metric(self, prefix)
             return None
         feats = torch.cat([u[0] for u in self._val_units])
         counts = torch.cat([u[1] for u in self._val_units])
@@ -268,6 +269,7 @@ class CMDModule(LightningModule):
             total = int(ddp.all_gather_ints([total]).sum())
         k = min(self.hparams.num_classes, total)
         if k < 1:
+            forget_metric(self, prefix)
             return None
         assign = cluster_units(
             feats, counts, k, self.metric,

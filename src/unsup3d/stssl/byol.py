@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from unsup3d.metrics import HungarianMIoU
 from unsup3d.models import PredictionHead, ProjectionHead
 from unsup3d.training.common import build_backbone, default_stssl_backbone
-from unsup3d.training.evaluation import log_metric
+from unsup3d.training.evaluation import forget_metric, log_metric
 from unsup3d.training.precision import float32, to_float32
 
 __all__ = [
@@ -294,6 +294,8 @@ class BYOLStage(LightningModule):
             warnings.warn(
                 f"K-means probe skipped: {total} labelled validation points for {k} clusters", stacklevel=2
             )
+            self.last_metrics = None  # no table or confusion of an earlier epoch drawn as this one's
+            forget_metric(self, "val")
             return
         # Rows in frame order: the K-means of 1 and N processes (and of any batch size) is one.
         result = kmeans(feats, k, spherical=True, niter=self.hparams.val_kmeans_iters, seed=0, order=frames)

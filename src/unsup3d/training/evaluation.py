@@ -59,6 +59,16 @@ def log_metric(
     return out
 
 
+def forget_metric(module: LightningModule, prefix: str) -> None:
+    """Remove an earlier epoch's ``<prefix>/miou``, ``/acc`` and ``/iou/<class>`` from the trainer's
+    ``callback_metrics``: for an epoch whose evaluation is skipped (too few points to cluster), whose
+    run must not report the previous evaluation as its own."""
+    if module._trainer is not None:
+        for key in [k for k in module.trainer.callback_metrics if k.startswith(f"{prefix}/")]:
+            if key in (f"{prefix}/miou", f"{prefix}/acc") or key.startswith(f"{prefix}/iou/"):
+                forget_logged(module, key)
+
+
 def forget_logged(module: LightningModule, key: str) -> None:
     """Remove ``key``'s value from an earlier epoch from the trainer's ``callback_metrics`` (which
     Lightning keeps from epoch to epoch), for a metric this epoch does not log."""
