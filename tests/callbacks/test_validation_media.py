@@ -135,12 +135,112 @@ def test_collects_the_first_scenes_own_points() -> None:
         callback._collect({"pred": torch.zeros(3)}, batch)
 
 
-def test_pngs_of_scenes_and_confusion(tmp_path: Path) -> None:
+# A fixed metric for the drawing test: 5 clusters, 4 classes; clusters 0-3 matched to classes 2, 3, 0, 1
+# (so a point's aligned id is neither its class nor its raw cluster id), cluster 4 unmatched.
+_ASSIGNMENT = np.array([2, 3, 0, 1, -1])
+_CONFUSION = np.array([[1, 0, 5, 0], [3, 0, 0, 9], [6, 2, 0, 1], [0, 7, 1, 0], [0, 1, 4, 0]])
+# Worked out by hand: row t = class t, column j = the class cluster k was matched to (entry
+# _CONFUSION[k, t]), the last column cluster 4's points; every row sums to 10; a zero "unmatched" row
+# keeps the matrix square.
+_SHOWN = np.array(
+    [
+        [0.6, 0.0, 0.1, 0.3, 0.0],
+        [0.2, 0.7, 0.0, 0.0, 0.1],
+        [0.0, 0.1, 0.5, 0.0, 0.4],
+        [0.1, 0.0, 0.0, 0.9, 0.0],
+        [0.0, 0.0, 0.0, 0.0, 0.0],
+    ]
+)
+
+
+class _FixedMetrics(_Clusters):
+    """The same predictions, but ``last_metrics`` a known, non-symmetric confusion and assignment."""
+
+    def on_validation_epoch_end(self) -> None:
+        self.last_metrics = {
+            "iou": torch.full((4,), 0.5), "confusion": torch.from_numpy(_CONFUSION),
+            "assignment": torch.from_numpy(_ASSIGNMENT),
+        }  # fmt: skip
+
+
+def _pixels(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("RGB")).astype(np.int64)
+
+
+def _at(image: np.ndarray, ax: Any, xy: np.ndarray) -> np.ndarray:
+    """The PNG's pixels (N, 3) under data points ``xy`` (N, 2) of ``ax`` (display y is from the bottom)."""
+    px = ax.transData.transform(xy)
+    cols = np.floor(px[:, 0]).astype(int)
+    rows = image.shape[0] - 1 - np.floor(px[:, 1]).astype(int)
+    return image[rows, cols]
+
+
+def test_pngs_of_scenes_and_confusion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import unsup3d.viz as viz
+
+    figures: dict[str, Any] = {}
+    draw_confusion, draw_scenes = viz.draw_confusion, viz.draw_scenes
+
+    def keep_confusion(*args: Any, **kwargs: Any) -> Any:
+        figures["confusion"] = draw_confusion(*args, **kwargs)
+        return figures["confusion"]
+
+    def keep_scenes(*args: Any, **kwargs: Any) -> Any:
+        figures["scene"] = draw_scenes(*args, **kwargs)
+        figures["scene_coord"] = np.asarray(args[0])
+        return figures["scene"]
+
+    monkeypatch.setattr(viz, "draw_confusion", keep_confusion)
+    monkeypatch.setattr(viz, "draw_scenes", keep_scenes)
     callback = ValidationMedia(num_scenes=1, max_points=200, save_dir=str(tmp_path / "png"))
-    _fit(tmp_path, callback, callbacks=[callback], max_epochs=1)
-    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == [
+    Trainer(
+        accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=str(tmp_path), max_epochs=1, callbacks=[callback],
+    ).fit(_FixedMetrics())  # fmt: skip
+    png = tmp_path / "png"
+    assert sorted(p.name for p in png.iterdir()) == [
         "val_epoch000_confusion.png", "val_epoch000_scene0.png",
     ]  # fmt: skip
+
+    # The confusion: the matrix shown is the hand-worked one, and the PNG's cells are darker (Blues) the
+    # larger their share of the row. Each cell is read a third of a cell off its centre, clear of its text.
+    ax = figures["confusion"].axes[0]
+    np.testing.assert_allclose(np.asarray(ax.images[0].get_array()), _SHOWN)
+    image = _pixels(png / "val_epoch000_confusion.png")
+    rows, cols = np.indices(_SHOWN.shape).reshape(2, -1)
+    brightness = _at(image, ax, np.column_stack([cols - 1 / 3, rows - 1 / 3])).sum(axis=1)
+    value = _SHOWN[rows, cols]
+    for a in range(len(value)):
+        for b in range(len(value)):
+            if value[a] < value[b]:
+                assert brightness[a] > brightness[b], ((rows[a], cols[a]), (rows[b], cols[b]))
+            elif value[a] == value[b]:
+                assert abs(brightness[a] - brightness[b]) <= 6
+    assert brightness[value == 0].min() >= 3 * 240  # empty cells near white
+
+    # The scene: three top views (ground truth, aligned clusters, super-voxels); the pixel under each
+    # point has the palette colour of that point's id, looked up in the data set by its coordinates.
+    data = _Scenes()[0]
+    coord = figures["scene_coord"]
+    assert len(coord) == 200
+    found = [int(np.flatnonzero((data["coord"] == c).all(1))[0]) for c in coord]
+    segment, superpoint = data["segment"][found], data["superpoint"][found]
+    cluster = (np.maximum(segment, 0) + 3) % 4  # _Clusters.validation_step
+    expected = {
+        "ground_truth": [tuple(viz.PALETTE[s]) if s >= 0 else viz.IGNORE_COLOR for s in segment],
+        "clusters": [tuple(viz.PALETTE[_ASSIGNMENT[k]]) for k in cluster],
+        "supervoxels": [tuple(viz.PALETTE[v]) for v in superpoint],
+    }
+    image = _pixels(png / "val_epoch000_scene0.png")
+    panels = figures["scene"].axes
+    assert [a.get_title() for a in panels] == list(expected)
+    for ax, (what, colours) in zip(panels, expected.items()):
+        drawn = _at(image, ax, coord[:, :2])
+        right = (np.abs(drawn - np.array(colours)) <= 2).all(axis=1)
+        # a square may hide part of an earlier (lower) neighbour's: measured 200 of 200 right
+        assert right.mean() > 0.95, (what, right.mean())
 
 
 def test_quiet_without_wandb_or_folder(tmp_path: Path) -> None:

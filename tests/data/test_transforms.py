@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -32,6 +34,47 @@ def test_invariant_transforms_keep_positions_and_labels(t: T.Transform) -> None:
     np.testing.assert_array_equal(out["segment"], s["segment"])
     assert out["color"].dtype == np.uint8
     assert not np.array_equal(out["color"], s["color"])
+
+
+@pytest.mark.parametrize(("coord_sigma", "color_sigma"), [(0.05, 3.0), (0.01, 0.4)])
+def test_gaussian_noise_has_the_asked_spread_and_zero_mean(coord_sigma: float, color_sigma: float) -> None:
+    """Coordinates and colours move by zero-mean noise of std ``coord_sigma`` / ``color_sigma`` (checked
+    against the sample statistics of 60,000 draws each); normals, labels and the input stay as they were.
+    Colours lie in [40, 215], far from the clip at 0 and 255, so clipping cannot shift the mean."""
+    n = 20000
+    s = _sample(n)
+    s["color"] = np.random.default_rng(5).integers(40, 216, (n, 3)).astype(np.uint8)
+    before = {k: v.copy() for k, v in s.items()}
+    out = T.GaussianNoise(coord_sigma=coord_sigma, color_sigma=color_sigma)(s, np.random.default_rng(2))
+
+    d = out["coord"].astype(np.float64) - s["coord"]
+    assert out["coord"].dtype == np.float32
+    # std of a sample std is sigma / sqrt(2 n) (0.3 % here); mean's is sigma / sqrt(n) (0.7 % of sigma)
+    np.testing.assert_allclose(d.std(axis=0), coord_sigma, rtol=0.03)
+    assert np.all(np.abs(d.mean(axis=0)) < 5 * coord_sigma / np.sqrt(n))
+    assert np.abs(d).max() < 6 * coord_sigma  # Gaussian tails, not a wrong scale on a few points
+
+    c = out["color"].astype(np.float64) - s["color"]
+    assert out["color"].dtype == np.uint8
+    # uint8 colours: the noise lands on whole levels, k with the probability that N(0, sigma) rounds to k.
+    levels = np.arange(-30, 31)
+    cdf = [0.5 * (1 + math.erf((k + 0.5) / (color_sigma * math.sqrt(2)))) for k in levels]
+    p = np.diff([0.0, *cdf])
+    rounded_std = math.sqrt(float(np.sum(p * levels**2)))
+    np.testing.assert_allclose(c.std(axis=0), rounded_std, rtol=0.03)
+    assert np.all(np.abs(c.mean(axis=0)) < 5 * rounded_std / np.sqrt(n))
+    # as many points brighten as darken
+    assert abs((c > 0).mean() - (c < 0).mean()) < 0.02
+
+    for key in ("normal", "segment", "superpoint", "scene_id"):
+        np.testing.assert_array_equal(out[key], s[key])
+    for key, value in before.items():  # the input sample is not written to
+        np.testing.assert_array_equal(s[key], value)
+
+    # sigma 0 switches each noise off: the other array alone moves
+    coord_only = T.GaussianNoise(coord_sigma=coord_sigma, color_sigma=0.0)(s, np.random.default_rng(2))
+    np.testing.assert_array_equal(coord_only["color"], s["color"])
+    assert not np.array_equal(coord_only["coord"], s["coord"])
 
 
 def test_rotation_preserves_distances_and_turns_normals() -> None:

@@ -93,6 +93,8 @@ class GaussianNoise(Transform):
         if "color" in sample and self.color_sigma > 0:
             noise = rng.normal(0, self.color_sigma, sample["color"].shape)
             color = sample["color"].astype(np.float32) + noise
+            if sample["color"].dtype.kind in "iu":  # round, not truncate: zero-mean noise stays zero-mean
+                color = np.rint(color)
             out["color"] = np.clip(color, 0, 255).astype(sample["color"].dtype)
         return out
 
