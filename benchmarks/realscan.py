@@ -490,10 +490,17 @@ def present_miou(iou: list[float | None], class_share: list[float]) -> float:
     The headline ``miou`` (:class:`~unsup3d.metrics.HungarianMIoU`, every other benchmark's) also
     averages in, as 0, each class absent from val to which a non-empty cluster was matched, and leaves
     out one whose matched cluster is empty: a row whose clusters collapse is then averaged over fewer
-    classes. (GrowSP's release, ``eval_ScanNet.py``, averages over all classes, absent ones as 0.) Where
+    classes. (GrowSP's and PointDC's releases, ``eval_ScanNet.py``, average over all classes, absent
+    ones as 0: :func:`release_miou`.) Where
     every class holds val points the three are equal."""
     present = [v if v is not None else 0.0 for v, share in zip(iou, class_share, strict=True) if share > 0]
     return float(np.mean(present)) if present else float("nan")
+
+
+def release_miou(iou: list[float | None]) -> float:
+    """The mean IoU over all classes, those with no IoU as 0: the releases' (GrowSP's and PointDC's
+    ``eval_ScanNet.py``, IoU = tp / (tp + fp + fn + 1e-8) and its mean over every class)."""
+    return float(np.mean([v if v is not None else 0.0 for v in iou])) if iou else float("nan")
 
 
 def _job(row: str, seed: int, args: argparse.Namespace, k: int) -> dict:
@@ -505,7 +512,7 @@ def _job(row: str, seed: int, args: argparse.Namespace, k: int) -> dict:
     miou, acc, iou = run_row(row, args.root, dm, args, seed, k)
     return {
         "row": row, "seed": seed, "miou": miou, "acc": acc, "iou": iou, "seconds": time.perf_counter() - t0,
-        "miou_present": present_miou(iou, args.class_share),
+        "miou_present": present_miou(iou, args.class_share), "miou_all": release_miou(iou),
         "root": str(args.root), "num_classes": k, "teacher": args.teacher if row == "teacher" else None,
         "cmd_epochs": args.cmd_epochs, "svc_epochs": args.svc_epochs, "voxel_size": args.voxel_size,
         "clusters": max(args.clusters or k, k), "descriptors": args.descriptors, "svc_lr": args.svc_lr,

@@ -132,6 +132,7 @@ def test_handcrafted_row_and_json(rooms: Path, tmp_path: Path, capsys, monkeypat
             assert v is not None if share > 0 else v in (None, 0.0)
         in_val = [v for v, share in zip(r["iou"], r["class_share"]) if share > 0]
         assert r["miou_present"] == pytest.approx(sum(in_val) / len(in_val))
+        assert r["miou_all"] == pytest.approx(sum(v or 0.0 for v in r["iou"]) / r["num_classes"])
     printed = capsys.readouterr().out
     assert "kmeans-handcrafted" in printed and "IoU per class" in printed and "floor" in printed
     assert "mIoU, classes in val" in printed
@@ -190,6 +191,11 @@ def test_present_miou_averages_over_the_classes_in_val() -> None:
     assert realscan.present_miou([0.5, None, 0.0, 1.0], share) == pytest.approx(0.75)
     assert realscan.present_miou([0.5, 0.0, None, None], share) == pytest.approx(0.25)
     assert np.isnan(realscan.present_miou([None, None], [0.0, 0.0]))
+
+
+def test_release_miou_averages_over_every_class() -> None:
+    """The releases' mean: every class, one with no IoU (absent, no cluster matched to it) as 0."""
+    assert realscan.release_miou([0.5, None, 0.0, 1.0]) == pytest.approx(0.375)
 
 
 def test_descriptor_settings_reach_every_row(rooms: Path, tmp_path: Path, monkeypatch) -> None:
