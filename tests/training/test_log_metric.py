@@ -46,15 +46,19 @@ class _Module(LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
+def _trainer(tmp_path, epochs: int) -> Trainer:
+    return Trainer(
+        max_epochs=epochs, default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+    )  # fmt: skip
+
+
 def test_a_class_undefined_at_the_last_validation_is_not_reported_from_an_earlier_one(tmp_path) -> None:
     """Epoch 0: bathtub 0 (a cluster was matched to it); epoch 1: NaN (no val point, no cluster). The run's
     metrics after fit are the last validation's: no val/iou/bathtub left over from epoch 0."""
     module = _Module([[0.9, 0.0], [0.8, math.nan]])
     data = DataLoader(torch.ones(2, 1), batch_size=1)
-    trainer = Trainer(
-        max_epochs=2, default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-    )  # fmt: skip
+    trainer = _trainer(tmp_path, 2)
     trainer.fit(module, data, data)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     assert metrics == {"val/miou": 0.800000011920929, "val/acc": 0.5, "val/iou/wall": 0.800000011920929}
@@ -64,10 +68,7 @@ def test_class_names_of_another_length_give_way_to_ids(tmp_path) -> None:
     """A list of names of another length would mislabel or drop per-class keys: ids, with a warning."""
     module = _Module([[0.9, 0.0]])
     module.on_validation_epoch_end = lambda: log_metric(module, module.metric, "val", ["wall"])
-    trainer = Trainer(
-        max_epochs=1, default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-    )  # fmt: skip
+    trainer = _trainer(tmp_path, 1)
     data = DataLoader(torch.ones(2, 1), batch_size=1)
     with pytest.warns(UserWarning, match="1 class names for 2 classes"):
         trainer.validate(module, data, verbose=False)
@@ -89,9 +90,6 @@ class _Skipping(_Module):
 def test_a_skipped_evaluation_does_not_report_the_previous_one(tmp_path) -> None:
     module = _Skipping([[0.9, 0.0]])
     data = DataLoader(torch.ones(2, 1), batch_size=1)
-    trainer = Trainer(
-        max_epochs=2, default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-    )  # fmt: skip
+    trainer = _trainer(tmp_path, 2)
     trainer.fit(module, data, data)
     assert {k for k in trainer.callback_metrics if k.startswith("val/")} == {"val/loss"}
