@@ -222,7 +222,8 @@ def thin_structure(
         raise ValueError(f"--structure-share must lie in (0, 1), got {share}")
     segment = scene["segment"]
     structure = np.isin(segment, (WALL, FLOOR))
-    n_struct, n_other = int(structure.sum()), int((segment >= 0).sum() - structure.sum())
+    n_struct = int(structure.sum())
+    n_other = int((segment >= 0).sum()) - n_struct
     if n_struct == 0 or n_struct <= share * (n_struct + n_other):
         return dict(scene)
     p = share * n_other / ((1 - share) * n_struct)

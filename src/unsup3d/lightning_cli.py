@@ -103,34 +103,33 @@ def _after_header(rest: str) -> str:
     return f"{first.strip()}\n{textwrap.dedent(below)}".strip()
 
 
-def _union_items(text: str) -> list[str]:
-    """The entries of the ``Errors:`` list of a union report, each dedented."""
-    lines = text.splitlines()
-    start = next((i for i, ln in enumerate(lines) if ln.strip() == "Errors:"), None)
-    if start is None:
-        return []
-    indent = len(lines[start]) - len(lines[start].lstrip())
+def _list_items(lines: list[str], depth: int) -> list[str]:
+    """The entries of a list of ``- `` lines at ``depth`` spaces, each with the lines under it
+    dedented; the list ends at a line less indented than its entries' parent (``depth - 1``)."""
     items: list[list[str]] = []
-    for line in lines[start + 1 :]:
-        depth = len(line) - len(line.lstrip())
-        if line.strip() and depth <= indent:
+    for line in lines:
+        indent = len(line) - len(line.lstrip())
+        if line.strip() and indent < depth - 1:
             break
-        if line.strip().startswith("- ") and depth == indent + 2:
+        if line.strip().startswith("- ") and indent == depth:
             items.append([line.strip()[2:]])
         elif items:
             items[-1].append(line)
     return [f"{it[0]}\n{textwrap.dedent(chr(10).join(it[1:]))}".strip() for it in items]
 
 
+def _union_items(text: str) -> list[str]:
+    """The entries of the ``Errors:`` list of a union report, each dedented."""
+    lines = text.splitlines()
+    start = next((i for i, ln in enumerate(lines) if ln.strip() == "Errors:"), None)
+    if start is None:
+        return []
+    return _list_items(lines[start + 1 :], len(lines[start]) - len(lines[start].lstrip()) + 2)
+
+
 def _top_items(text: str) -> list[str]:
     """The entries of a list of ``- `` lines at the text's left margin, each with the lines under it."""
-    items: list[list[str]] = []
-    for line in text.splitlines():
-        if line.startswith("- "):
-            items.append([line[2:]])
-        elif items:
-            items[-1].append(line)
-    return ["\n".join(it).strip() for it in items]
+    return _list_items(text.splitlines(), 0)
 
 
 def _given(text: str) -> str | None:
