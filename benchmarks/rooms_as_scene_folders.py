@@ -36,6 +36,10 @@ hold about three quarters of their labelled points, a real ScanNet scene's about
 benchmark's description): ``--structure-share 0.5`` rehearses that balance, with the objects at their
 density and the walls and floor sparser than them (which a real scan's are not), so it stresses what
 counts neighbours on the planes as well as the class balance.
+``--points-per-scene N`` keeps N points of each scene at random, last (every scene with more; the
+kept rows in their order, every array alike), as a benchmark set of real scans "cut to 50k points a
+scene" is made: a scene's density then falls with its size, so the large rooms are sparser than the
+small ones, where ``--points-per-m2`` alone gives every room one density.
 ``--unsplit`` writes every scene under ``OUT/train/`` (the same scenes), as ``unsup3d import`` without
 ``--val-fraction`` leaves a folder: ``realscan.py`` then holds out every 3rd scene by name itself, the
 case of the held-out benchmark (README, "A rehearsal of the held-out run").
@@ -231,6 +235,18 @@ def thin_structure(
     return {k: v[keep] for k, v in scene.items()}
 
 
+def cut_to_points(scene: dict[str, np.ndarray], n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """``--points-per-scene``: ``n`` of the scene's points drawn at random without replacement, kept in
+    their order with every array's rows; a scene of ``n`` points or fewer is returned as it is."""
+    if n < 1:
+        raise ValueError(f"--points-per-scene must be at least 1, got {n}")
+    total = len(scene["coord"])
+    if total <= n:
+        return dict(scene)
+    keep = np.sort(rng.choice(total, n, replace=False))
+    return {k: v[keep] for k, v in scene.items()}
+
+
 def noisy_colour(scene: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
     """``--noisy-colour``: a +-25 % brightness field and per-point colour noise of sigma 20."""
     gain = 0.75 + 0.5 * _low_frequency_field(scene["coord"].astype(np.float64), rng)
@@ -253,11 +269,12 @@ def write_rooms(
     normals: bool = False,
     points_per_m2: float = 250.0,
     structure_share: float | None = None,
+    points_per_scene: int | None = None,
 ) -> Path:
     """Generate the rooms and write them under ``out`` (with ``unsplit`` every scene under
     ``out/train/``, the same scenes; with ``normals`` each scene's ``normal.npy`` too; ``points_per_m2``
-    the meshes' density; ``structure_share`` the walls' and floor's share after thinning); returns
-    ``out``."""
+    the meshes' density; ``structure_share`` the walls' and floor's share after thinning;
+    ``points_per_scene`` the most points a scene keeps); returns ``out``."""
     work = out.parent / f".{out.name}-generator"
     dm = SyntheticRoomsDataModule(
         num_scenes=train + val,
@@ -283,6 +300,9 @@ def write_rooms(
             if structure_share is not None:
                 rng = np.random.default_rng([seed, i, split == "val", 4])
                 scene = thin_structure(scene, structure_share, rng)
+            if points_per_scene is not None:
+                rng = np.random.default_rng([seed, i, split == "val", 5])
+                scene = cut_to_points(scene, points_per_scene, rng)
             target = out / ("train" if unsplit else split) / d.name
             if target in written:  # unsplit: a val room must not replace a training room of its name
                 raise FileExistsError(f"{target}: two rooms of one name")
@@ -327,6 +347,12 @@ def main() -> None:
         help="thin the walls and floor at random until they hold this share of the labelled points "
         "(a real scan's: about 0.5)",
     )
+    p.add_argument(
+        "--points-per-scene",
+        type=int,
+        default=None,
+        help="keep this many points of each scene at random, last (a benchmark's real scans: 50000)",
+    )
     args = p.parse_args()
     write_rooms(
         args.out,
@@ -341,6 +367,7 @@ def main() -> None:
         args.normals,
         args.points_per_m2,
         args.structure_share,
+        args.points_per_scene,
     )
     if args.unsplit:
         print(f"{args.out}: all {args.train + args.val} scenes in train/")

@@ -12,6 +12,7 @@ import torch
 
 from benchmarks import realscan
 from benchmarks.rooms_as_scene_folders import (
+    cut_to_points,
     l_shaped,
     noisy_colour,
     partial_ceiling,
@@ -769,3 +770,26 @@ def test_thinned_structure_holds_its_share_and_keeps_every_other_point() -> None
     assert len(room["coord"]) == n
     with pytest.raises(ValueError, match="structure-share"):
         thin_structure(scene, 1.0, np.random.default_rng(3))
+
+
+def test_cut_to_points_keeps_that_many_rows_of_every_array_in_order() -> None:
+    """--points-per-scene: n distinct rows of the scene, every array's the same rows, in their order;
+    a scene of n points or fewer as it is."""
+    room = _box_room_with_normals(np.random.default_rng(8))
+    total = len(room["coord"])
+    out = cut_to_points(room, 2500, np.random.default_rng(5))
+    assert all(len(v) == 2500 for v in out.values())
+    row_of = {tuple(c): i for i, c in enumerate(room["coord"])}
+    assert len(row_of) == total  # every point is its own row
+    picked = np.array([row_of[tuple(c)] for c in out["coord"]])
+    assert (np.diff(picked) > 0).all()  # distinct and in order
+    for key in room:
+        np.testing.assert_array_equal(out[key], room[key][picked])
+    # drawn at random, not the first rows: the kept rows span the scene
+    assert picked.min() < total // 10 and picked.max() > total - total // 10
+    for n in (total, total + 1):
+        same = cut_to_points(room, n, np.random.default_rng(5))
+        for key in room:
+            np.testing.assert_array_equal(same[key], room[key])
+    with pytest.raises(ValueError, match="points-per-scene"):
+        cut_to_points(room, 0, np.random.default_rng(5))
