@@ -64,9 +64,9 @@ def forget_metric(module: LightningModule, prefix: str) -> None:
     ``callback_metrics``: for an epoch whose evaluation is skipped (too few points to cluster), whose
     run must not report the previous evaluation as its own."""
     if module._trainer is not None:
-        for key in [k for k in module.trainer.callback_metrics if k.startswith(f"{prefix}/")]:
-            if key in (f"{prefix}/miou", f"{prefix}/acc") or key.startswith(f"{prefix}/iou/"):
-                forget_logged(module, key)
+        scalars, per_class = (f"{prefix}/miou", f"{prefix}/acc"), f"{prefix}/iou/"
+        for key in [k for k in module.trainer.callback_metrics if k in scalars or k.startswith(per_class)]:
+            forget_logged(module, key)
 
 
 def forget_logged(module: LightningModule, key: str) -> None:
