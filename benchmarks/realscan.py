@@ -93,7 +93,7 @@ from unsup3d.data.prepare import load_npy  # noqa: E402
 from unsup3d.data.scene_folder import list_scenes  # noqa: E402
 from unsup3d.metrics import HungarianMIoU  # noqa: E402
 from unsup3d.pointdc.datamodules import SceneFolderDataModule  # noqa: E402
-from unsup3d.pointdc.geometric import weight_columns  # noqa: E402
+from unsup3d.pointdc.geometric import footprint_area, weight_columns  # noqa: E402
 from unsup3d.training.evaluation import merge_clusters  # noqa: E402
 from unsup3d.vision.projection import superpoint_mean  # noqa: E402
 
@@ -337,6 +337,34 @@ def print_class_table(
             vals = [v for v in vals if v is not None]
             cells.append(f"{100 * np.mean(vals):{w}.1f}" if vals else f"{'-':>{w}s}")
         print(f"{name[:18]:18s} {100 * shares[c]:7.1f}% " + " ".join(cells))
+
+
+def scene_sizes(dm: SceneFolderDataModule) -> np.ndarray:
+    """Each train and val scene's point count and footprint area in square metres (``footprint_area``:
+    its floor plan with what stands on it, holes filled), ``(scenes, 2)``: how dense the scans are, so
+    that a result can be set beside the rehearsals' (a scene cut to 50k points is sparser the larger
+    its room)."""
+    sizes = []
+    for split in ("train", "val"):
+        for d in dm.scene_dirs(split):
+            coord = load_npy(d / "coord.npy")
+            sizes.append((len(coord), footprint_area(coord)))
+    return np.array(sizes, dtype=np.float64).reshape(-1, 2)
+
+
+def describe_sizes(sizes: np.ndarray) -> str:
+    """One line: the range and median of the scenes' points, footprints and points a footprint square
+    metre."""
+
+    def spread(v: np.ndarray, fmt: str) -> str:
+        return f"{np.min(v):{fmt}}-{np.max(v):{fmt}} (median {np.median(v):{fmt}})"
+
+    points, area = sizes[:, 0], sizes[:, 1]
+    density = points / np.maximum(area, 1e-9)
+    return (
+        f"scenes: {spread(points, '.0f')} points, footprints of {spread(area, '.1f')} square metres, "
+        f"{spread(density, '.0f')} points a square metre of footprint"
+    )
 
 
 def class_share(dm: SceneFolderDataModule, num_classes: int) -> list[float]:
@@ -615,6 +643,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[tuple[float, float]]]:
     args.class_share = class_share(dm, k)
     n_train, n_val = len(dm.scene_dirs("train")), len(dm.scene_dirs("val"))
     print(f"{args.root}: {n_train} train, {n_val} val scenes, {k} classes")
+    print(describe_sizes(scene_sizes(dm)))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text("")

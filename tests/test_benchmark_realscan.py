@@ -137,6 +137,7 @@ def test_handcrafted_row_and_json(rooms: Path, tmp_path: Path, capsys, monkeypat
     printed = capsys.readouterr().out
     assert "kmeans-handcrafted" in printed and "IoU per class" in printed and "floor" in printed
     assert "mIoU, classes in val" in printed
+    assert "points a square metre of footprint" in printed  # the scenes' sizes, before the rows
     # the descriptors and super-voxels were added to the scene folders once
     scene = next((rooms / "val").iterdir())
     assert np.load(scene / "descriptor.npy").shape == (len(np.load(scene / "coord.npy")), 14)
@@ -793,3 +794,27 @@ def test_cut_to_points_keeps_that_many_rows_of_every_array_in_order() -> None:
             np.testing.assert_array_equal(same[key], room[key])
     with pytest.raises(ValueError, match="points-per-scene"):
         cut_to_points(room, 0, np.random.default_rng(5))
+
+
+def test_scene_sizes_count_points_and_footprints(tmp_path: Path) -> None:
+    """Every train and val scene's points and footprint (a 2 x 3 m and a 4 x 4 m floor plan, points
+    on a 5 cm grid), and the line the benchmark prints of them."""
+
+    def floor(nx: int, ny: int) -> np.ndarray:
+        x, y = np.meshgrid(np.arange(nx) * 0.05 + 0.01, np.arange(ny) * 0.05 + 0.01, indexing="ij")
+        return np.c_[x.ravel(), y.ravel(), np.zeros(x.size)].astype(np.float32)
+
+    for name, coord in (("t", floor(40, 60)), ("v", floor(80, 80))):
+        (tmp_path / name).mkdir()
+        np.save(tmp_path / name / "coord.npy", coord)
+
+    class Scenes:
+        def scene_dirs(self, split):
+            return [tmp_path / ("v" if split == "val" else "t")]
+
+    sizes = realscan.scene_sizes(Scenes())
+    np.testing.assert_allclose(sizes, [[2400, 6.0], [6400, 16.0]])
+    line = realscan.describe_sizes(sizes)
+    assert "2400-6400 (median 4400) points" in line
+    assert "6.0-16.0 (median 11.0) square metres" in line
+    assert "400-400 (median 400) points a square metre" in line

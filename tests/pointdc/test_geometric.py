@@ -9,6 +9,7 @@ from unsup3d.pointdc.geometric import (
     DESCRIPTOR_GROUPS,
     descriptor_columns,
     floor_height,
+    footprint_area,
     point_descriptors,
     weight_columns,
 )
@@ -178,6 +179,24 @@ def test_footprint_outline_ignores_holes_and_what_lies_outside() -> None:
     np.testing.assert_allclose(d_far, base, atol=1e-6)
     with pytest.raises(ValueError, match="outline"):
         point_descriptors(room.astype(np.float32), outline="box")
+
+
+def test_footprint_area_is_the_floor_plan_not_the_hull() -> None:
+    """The L's area is 12 square metres (its hull's 14); an occlusion hole does not lower it, what
+    stands on the floor does not raise it, and a sparse scan (about one point a 10 cm cell, many
+    cells empty) still covers it; within the grid's edge cells (a 10 cm strip round the outline)."""
+    rng = np.random.default_rng(11)
+    xy = _l_room(rng)
+    z = rng.uniform(0, 2, len(xy))
+    dense = footprint_area(np.c_[xy, z])
+    assert 12.0 <= dense <= 12.0 + 1.6 * 0.1  # the outline is 16 m long
+    holed = np.linalg.norm(xy - [1.0, 1.0], axis=1) > 0.3
+    assert footprint_area(np.c_[xy[holed], z[holed]]) == dense
+    sparse = _l_room(rng, n=1200)  # one point a cell on average: about a third of the cells empty
+    assert 11.5 <= footprint_area(np.c_[sparse, np.zeros(len(sparse))]) <= 12.2
+    # the same points scaled by 2: four times the area (48 square metres)
+    assert 48.0 <= footprint_area(np.c_[2 * xy, z]) <= 48.0 + 3.2 * 0.1
+    assert footprint_area(np.zeros((0, 3))) == 0.0
 
 
 def test_segment_features_against_a_loop() -> None:

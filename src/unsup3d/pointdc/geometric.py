@@ -42,6 +42,7 @@ __all__ = [
     "check_outline",
     "descriptor_columns",
     "floor_height",
+    "footprint_area",
     "point_descriptors",
     "weight_columns",
 ]
@@ -126,17 +127,36 @@ def _outline_distance(xy: np.ndarray) -> np.ndarray:
     return np.clip(inside.min(axis=1), 0.0, None).astype(np.float32)
 
 
+def _footprint_grid(xy: np.ndarray, cell: float) -> tuple[np.ndarray, np.ndarray]:
+    """The scan's footprint: a boolean grid of ``cell``-metre cells, True where a cell holds a point,
+    with one-cell gaps closed and enclosed empty cells (occlusion holes in a floor) filled, bordered
+    by empty cells; and each point's cell index ``(N, 2)`` in it."""
+    ij = np.floor((xy - xy.min(0)) / cell).astype(np.int64) + 2  # a border of empty cells
+    grid = np.zeros(tuple(ij.max(0) + 3), dtype=bool)
+    grid[ij[:, 0], ij[:, 1]] = True
+    # close one-cell gaps (sparse scans) so that they do not join a hole to the outside, then fill holes
+    grid = ndimage.binary_fill_holes(ndimage.binary_closing(grid, np.ones((3, 3), dtype=bool)))
+    return grid, ij
+
+
+def footprint_area(coord: np.ndarray, cell: float = 0.1) -> float:
+    """Area in square metres of the scan's footprint (``coord``'s x and y; the filled ``cell``-metre
+    cells of :func:`_footprint_distance`'s outline): a room's floor plan with what stands on it, holes
+    filled, not the convex hull. 0 for no points."""
+    xy = np.asarray(coord, dtype=np.float64)[:, :2]
+    if len(xy) == 0:
+        return 0.0
+    grid, _ = _footprint_grid(xy, cell)
+    return float(grid.sum()) * cell * cell
+
+
 def _footprint_distance(xy: np.ndarray, cell: float = 0.1) -> np.ndarray:
     """Horizontal distance of each point to the edge of the scan's footprint: the ``cell``-metre grid
     cells that hold a point, with enclosed empty cells (occlusion holes in a floor) filled. Unlike the
     convex hull, it follows a room that is not convex (an L, an alcove) and is not pushed out by
     what a scanner saw through a door. Each point gets its cell centre's distance to the nearest
     empty cell, less half a cell (0 on the edge)."""
-    ij = np.floor((xy - xy.min(0)) / cell).astype(np.int64) + 2  # a border of empty cells
-    grid = np.zeros(tuple(ij.max(0) + 3), dtype=bool)
-    grid[ij[:, 0], ij[:, 1]] = True
-    # close one-cell gaps (sparse scans) so that they do not join a hole to the outside, then fill holes
-    grid = ndimage.binary_fill_holes(ndimage.binary_closing(grid, np.ones((3, 3), dtype=bool)))
+    grid, ij = _footprint_grid(xy, cell)
     dist = ndimage.distance_transform_edt(grid) * cell
     return np.clip(dist[ij[:, 0], ij[:, 1]] - cell / 2, 0.0, None).astype(np.float32)
 
