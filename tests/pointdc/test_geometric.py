@@ -197,6 +197,8 @@ def test_footprint_area_is_the_floor_plan_not_the_hull() -> None:
     # the same points scaled by 2: four times the area (48 square metres)
     assert 48.0 <= footprint_area(np.c_[2 * xy, z]) <= 48.0 + 3.2 * 0.1
     assert footprint_area(np.zeros((0, 3))) == 0.0
+    with pytest.raises(ValueError, match="non-finite"):
+        footprint_area(np.array([[0.0, 0.0, 0.0], [np.nan, 1.0, 0.0]]))
 
 
 def test_segment_features_against_a_loop() -> None:

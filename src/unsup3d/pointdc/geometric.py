@@ -142,8 +142,9 @@ def _footprint_grid(xy: np.ndarray, cell: float) -> tuple[np.ndarray, np.ndarray
 def footprint_area(coord: np.ndarray, cell: float = 0.1) -> float:
     """Area in square metres of the scan's footprint (``coord``'s x and y; the filled ``cell``-metre
     cells of :func:`_footprint_distance`'s outline): a room's floor plan with what stands on it, holes
-    filled, not the convex hull. 0 for no points."""
-    xy = np.asarray(coord, dtype=np.float64)[:, :2]
+    filled, not the convex hull. 0 for no points; ``ValueError`` for non-finite ones, as
+    :func:`point_descriptors` (a NaN would index the grid anywhere)."""
+    xy = check_points(coord, "footprint_area")[:, :2]
     if len(xy) == 0:
         return 0.0
     grid, _ = _footprint_grid(xy, cell)
